@@ -1,0 +1,3 @@
+"""radbridge: draft radiology impressions inside the reporting workflow, on-prem."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""One error root. Retryable errors back off and retry; permanent ones go to the dead-letter topic."""
+
+from __future__ import annotations
+
+
+class RadbridgeError(Exception):
+    """Root of every error radbridge raises on purpose."""
+
+    retryable: bool = False
+    #: short machine-readable kind, used in dead-letter headers and skip/error records
+    kind: str = "error"
+
+
+class PermanentError(RadbridgeError):
+    """Retrying cannot help: the input or the configuration is wrong."""
+
+    retryable = False
+    kind = "permanent"
+
+
+class RetryableError(RadbridgeError):
+    """A dependency is down or overloaded: back off and try again without committing."""
+
+    retryable = True
+    kind = "retryable"
+
+
+class MalformedMessage(PermanentError):
+    """The bytes are not a parseable HL7 v2 or FHIR message.
+
+    ``where`` names the segment/field or JSON path, never the text of the report.
+    """
+
+    kind = "malformed"
+
+    def __init__(self, reason: str, *, message_id: str | None = None, where: str | None = None):
+        self.reason = reason
+        self.message_id = message_id
+        self.where = where
+        parts = [reason]
+        if where:
+            parts.append(f"at {where}")
+        if message_id:
+            parts.append(f"in message {message_id}")
+        super().__init__(" ".join(parts))
+
+
+class UnsupportedContent(PermanentError):
+    """Parseable, but not something radbridge can handle (e.g. an unsupported message type in a strict path)."""
+
+    kind = "unsupported"
+
+
+class ConfigurationError(PermanentError):
+    """Settings or model files are wrong; the service must refuse to start rather than draft with them."""
+
+    kind = "configuration"
+
+
+class AdapterMismatch(ConfigurationError):
+    """The model server does not serve the adapter we asked for (TGI would silently use the base model)."""
+
+    kind = "adapter_mismatch"
+
+
+class GenerationRejected(PermanentError):
+    """The model server rejected this request (HTTP 422): retrying the same request cannot succeed."""
+
+    kind = "generation_rejected"
+
+
+class GeneratorUnavailable(RetryableError):
+    """The model server is down, overloaded (429/503) or timed out."""
+
+    kind = "generator_unavailable"
+
+
+class StoreUnavailable(RetryableError):
+    """The FHIR server or Kafka output could not durably accept the output."""
+
+    kind = "store_unavailable"
+
+
+class StoreRejected(PermanentError):
+    """The FHIR server refused the output (4xx other than 408/429)."""
+
+    kind = "store_rejected"
+
+
+class FinalReportProtected(PermanentError):
+    """Writing would overwrite a signed (final) report; radbridge never does that."""
+
+    kind = "final_protected"

@@ -1,0 +1,36 @@
+"""The small interfaces outside systems sit behind. Each has an in-memory implementation in the package."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+from .domain import Generation, GenerationParams, ModelInfo
+from .prompt import Prompt
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Turns prompts into completions. Implementations batch as well as they can and keep order."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Generation]:
+        """One Generation per prompt, in order. Raises GeneratorUnavailable (retryable) or a PermanentError."""
+        ...
+
+    def check(self) -> None:
+        """Raise if the backend cannot serve what is configured (e.g. the adapter is not loaded)."""
+        ...
+
+
+@runtime_checkable
+class FhirStore(Protocol):
+    def transact(self, bundle: dict) -> dict:
+        """POST a transaction Bundle; return the transaction-response Bundle.
+
+        Raises StoreUnavailable (retryable) or StoreRejected (permanent).
+        """
+        ...
+
+    def read(self, resource_type: str, resource_id: str) -> dict | None: ...

@@ -1,0 +1,142 @@
+"""The one prompt module: serving, training and evaluation all build prompts here, so they cannot drift.
+
+A prompt is a (system, user) pair. Backends that take chat messages (the OpenAI-compatible API) send
+``messages(prompt)``; backends that take a raw string (TGI ``/generate``, the local model, training)
+send ``render(prompt, chat_format)``, which reproduces the base model's chat template byte for byte
+(tested against the tokenizer's own template), so a chat endpoint and a raw endpoint see the same text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Literal, Sequence
+
+ChatFormat = Literal["chatml", "llama2", "plain"]
+
+# The seed papers' instruction (Radiology-GPT, Radiology-Llama2).
+PAPER_INSTRUCTION = "Derive the impression from findings in the radiology report"
+SYSTEM = "You are a radiologist. Write the impression section of the report: short, in a radiologist's style."
+
+
+@dataclass(frozen=True)
+class Example:
+    """A solved report shown to the model (retrieval-augmented prompts)."""
+
+    findings: str
+    impression: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A versioned prompt recipe. Change the wording, bump ``version``: every draft records ``id``."""
+
+    name: str = "paper"
+    version: int = 1
+    instruction: str = PAPER_INSTRUCTION
+    include_indication: bool = False
+    include_comparison: bool = False
+    n_examples: int = 0
+
+    @property
+    def id(self) -> str:
+        flags = ""
+        if self.include_indication:
+            flags += "+indication"
+        if self.include_comparison:
+            flags += "+comparison"
+        if self.n_examples:
+            flags += f"+examples{self.n_examples}"
+        return f"{self.name}-v{self.version}{flags}"
+
+    @classmethod
+    def from_id(cls, template_id: str) -> "PromptTemplate":
+        """Inverse of ``id``, so a manifest or a draft's record can name the template it needs."""
+        m = re.fullmatch(r"(?P<name>[a-z0-9_]+)-v(?P<version>\d+)(?P<flags>(\+[a-z]+\d*)*)", template_id)
+        if not m or m["name"] != "paper":
+            raise ValueError(f"unknown prompt template id: {template_id!r}")
+        flags = m["flags"]
+        ex = re.search(r"\+examples(\d+)", flags)
+        return cls(
+            version=int(m["version"]),
+            include_indication="+indication" in flags,
+            include_comparison="+comparison" in flags,
+            n_examples=int(ex.group(1)) if ex else 0,
+        )
+
+
+DEFAULT_TEMPLATE = PromptTemplate()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str
+    user: str
+    template_id: str
+
+
+def _clean_field(text: str | None) -> str:
+    return re.sub(r"\s+", " ", text or "").strip()
+
+
+def build(
+    template: PromptTemplate,
+    findings: str,
+    *,
+    indication: str | None = None,
+    comparison: str | None = None,
+    examples: Sequence[Example] = (),
+) -> Prompt:
+    """The prompt for one report. ``examples`` are used only if the template asks for them."""
+    parts = [template.instruction.rstrip(".") + "."]
+    for i, ex in enumerate(list(examples)[: template.n_examples], start=1):
+        parts.append(f"Example {i}:\nFindings: {_clean_field(ex.findings)}\nImpression: {_clean_field(ex.impression)}")
+    body = []
+    if template.include_indication and _clean_field(indication):
+        body.append(f"Indication: {_clean_field(indication)}")
+    if template.include_comparison and _clean_field(comparison):
+        body.append(f"Comparison: {_clean_field(comparison)}")
+    body.append(f"Findings: {_clean_field(findings)}")
+    parts.append("\n".join(body))
+    return Prompt(system=SYSTEM, user="\n\n".join(parts), template_id=template.id)
+
+
+def messages(prompt: Prompt) -> list[dict[str, str]]:
+    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
+
+
+def render(prompt: Prompt, chat_format: ChatFormat = "chatml") -> str:
+    """The exact string a raw-text endpoint receives; ends where the model starts writing."""
+    if chat_format == "chatml":
+        return (
+            f"<|im_start|>system\n{prompt.system}<|im_end|>\n"
+            f"<|im_start|>user\n{prompt.user}<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+    if chat_format == "llama2":
+        return f"<s>[INST] <<SYS>>\n{prompt.system}\n<</SYS>>\n\n{prompt.user} [/INST]"
+    if chat_format == "plain":
+        return f"{prompt.system}\n\n{prompt.user}\n\nImpression:"
+    raise ValueError(f"unknown chat format {chat_format!r}")
+
+
+def end_of_turn(chat_format: ChatFormat) -> str:
+    """What a training target ends with, so the model learns to stop."""
+    return {"chatml": "<|im_end|>", "llama2": " </s>", "plain": "\n\n"}[chat_format]
+
+
+STOP_SEQUENCES: dict[str, tuple[str, ...]] = {
+    "chatml": ("<|im_end|>", "<|im_start|>"),
+    "llama2": ("</s>", "[INST]"),
+    "plain": ("\n\n",),
+}
+
+
+def clean_completion(text: str, stops: Iterable[str] = ("<|im_end|>", "<|im_start|>", "</s>", "[INST]")) -> str:
+    """The impression out of a raw completion: cut at stop markers, drop a leading 'Impression:' label."""
+    for stop in stops:
+        idx = text.find(stop)
+        if idx >= 0:
+            text = text[:idx]
+    text = re.sub(r"^\s*(impression|conclusion)\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
+    return re.sub(r"[ \t]+", " ", text).strip()
