@@ -1,0 +1,176 @@
+"""Evaluation of draft impressions, the same way for every row of the results table.
+
+ROUGE-1/2/L (rouge-score, stemming on, F1 averaged over reports), clinical F1 (micro-F1 of the positive
+abnormal observations the labeler finds in the draft vs the reference impression), laterality errors (the
+draft names a side for an observation that the findings only describe on the other side), and lengths.
+Baselines (constant, retrieval) and models go through ``evaluate`` alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .labeler import NO_FINDING, label
+
+CONSTANT_IMPRESSION = "No acute cardiopulmonary abnormality."
+
+Drafter = Callable[[Sequence[dict]], list[str]]
+
+
+def rouge(drafts: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for d, r in zip(drafts, references, strict=True):
+        s = scorer.score(r, d)  # (target, prediction)
+        for k in totals:
+            totals[k] += s[k].fmeasure
+    n = max(len(drafts), 1)
+    return {k: v / n for k, v in totals.items()}
+
+
+@dataclass(frozen=True)
+class ClinicalCounts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def f1(self) -> float:
+        # No positive mention anywhere on either side: nothing to get right, nothing got wrong.
+        if self.tp + self.fp + self.fn == 0:
+            return 1.0
+        return 2 * self.tp / (2 * self.tp + self.fp + self.fn)
+
+
+def _abnormal(text: str) -> frozenset[str]:
+    return label(text).positive() - {NO_FINDING}
+
+
+def clinical_counts(drafts: Sequence[str], references: Sequence[str]) -> ClinicalCounts:
+    tp = fp = fn = 0
+    for d, r in zip(drafts, references, strict=True):
+        pd, pr = _abnormal(d), _abnormal(r)
+        tp += len(pd & pr)
+        fp += len(pd - pr)
+        fn += len(pr - pd)
+    return ClinicalCounts(tp, fp, fn)
+
+
+def clinical_f1(drafts: Sequence[str], references: Sequence[str]) -> float:
+    return clinical_counts(drafts, references).f1
+
+
+def laterality_disagreements(draft: str, findings: str) -> list[str]:
+    """Observations the draft puts on a side on which the findings never mention them."""
+    d, f = label(draft), label(findings)
+    wrong = []
+    for obs, sides in d.sides.items():
+        fsides = f.sides.get(obs)
+        if fsides and not sides <= fsides:
+            wrong.append(obs)
+    return sorted(wrong)
+
+
+def score(drafts: Sequence[str], references: Sequence[str], findings: Sequence[str]) -> dict:
+    counts = clinical_counts(drafts, references)
+    lat = sum(len(laterality_disagreements(d, f)) for d, f in zip(drafts, findings, strict=True))
+    words = lambda texts: statistics.fmean(len(t.split()) for t in texts) if texts else 0.0  # noqa: E731
+    return {
+        **rouge(drafts, references),
+        "clinical_f1": counts.f1,
+        "clinical_counts": {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn},
+        "laterality_errors": lat,
+        "n": len(drafts),
+        "mean_draft_words": words(drafts),
+        "mean_reference_words": words(references),
+    }
+
+
+def read_records(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Reports with non-empty findings and impression, in file order; ``limit`` keeps the first N."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if (r.get("findings") or "").strip() and (r.get("impression") or "").strip():
+                out.append(r)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def evaluate(records: Sequence[dict], drafter: Drafter, meta: dict | None = None) -> dict:
+    """Draft every record, score against its own impression; the result includes every draft."""
+    t0 = time.perf_counter()
+    drafts = drafter(records)
+    seconds = time.perf_counter() - t0
+    result = score(drafts, [r["impression"] for r in records], [r["findings"] for r in records])
+    result["seconds"] = round(seconds, 3)
+    result["reports_per_second"] = round(len(records) / seconds, 3) if seconds > 0 else None
+    result["meta"] = meta or {}
+    result["drafts"] = [{"uid": r.get("uid"), "draft": d} for r, d in zip(records, drafts)]
+    return result
+
+
+# --- drafters -------------------------------------------------------------------------------------------
+
+
+def constant_drafter(text: str = CONSTANT_IMPRESSION) -> Drafter:
+    return lambda records: [text for _ in records]
+
+
+def retrieval_drafter(retriever) -> Drafter:
+    return lambda records: retriever.nearest_impressions([r["findings"] for r in records])
+
+
+def model_drafter(generator, template, params, *, retriever=None, batch_size: int = 8, progress: bool = True) -> Drafter:
+    """Prompts from radbridge.prompt (examples from the retriever when the template asks), generated in batches."""
+    from . import prompt as P
+
+    def draft(records: Sequence[dict]) -> list[str]:
+        findings = [r["findings"] for r in records]
+        examples = (
+            retriever.examples(findings, template.n_examples)
+            if template.n_examples and retriever is not None
+            else [[] for _ in records]
+        )
+        if template.n_examples and retriever is None:
+            raise ValueError(f"template {template.id} needs retrieval examples: pass a training JSONL")
+        prompts = [
+            P.build(template, r["findings"], indication=r.get("indication"), comparison=r.get("comparison"), examples=ex)
+            for r, ex in zip(records, examples)
+        ]
+        out: list[str] = []
+        batches = range(0, len(prompts), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc="generate", unit="batch")
+        for i in batches:
+            out.extend(P.clean_completion(g.text) for g in generator.generate(prompts[i : i + batch_size], params))
+        return out
+
+    return draft
+
+
+def write_results(result: dict, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def summary_line(result: dict) -> str:
+    return (
+        f"n={result['n']} R1={result['rouge1']:.4f} R2={result['rouge2']:.4f} RL={result['rougeL']:.4f} "
+        f"clinF1={result['clinical_f1']:.4f} lat={result['laterality_errors']} "
+        f"words={result['mean_draft_words']:.1f}/{result['mean_reference_words']:.1f}"
+    )

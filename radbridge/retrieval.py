@@ -1,0 +1,74 @@
+"""TF-IDF nearest neighbours over signed reports' findings.
+
+One module serves two jobs: the retrieval baseline (answer with the impression of the most similar report)
+and retrieval-augmented prompts (show the k most similar reports as ``prompt.Example``), at training,
+evaluation and serving time alike. The reports are read at runtime from a JSONL (OpenI train split by
+default, or a site's own signed reports); nothing derived from them is stored in the project.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .prompt import Example
+from .textclean import CleanRules, clean_text, keep_report, truncate_words
+
+
+class Retriever:
+    """Fitted once on a report collection; ``search`` is cosine similarity on word 1-2 gram TF-IDF."""
+
+    def __init__(self, records: Sequence[dict], rules: CleanRules = CleanRules()):
+        from sklearn.feature_extraction.text import TfidfVectorizer  # heavy import only when used
+
+        if not records:
+            raise ValueError("retrieval needs at least one report")
+        self.rules = rules
+        self.findings = [clean_text(r["findings"], rules) for r in records]
+        self.impressions = [clean_text(r["impression"], rules) for r in records]
+        self._vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+        self._matrix = self._vec.fit_transform(self.findings)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, rules: CleanRules = CleanRules()) -> "Retriever":
+        with open(path, encoding="utf-8") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+        return cls([r for r in records if keep_report(r)], rules)
+
+    def __len__(self) -> int:
+        return len(self.findings)
+
+    def search(self, queries: Sequence[str], k: int = 1, exclude: Sequence[int | None] | None = None) -> list[list[int]]:
+        """Indices of the k most similar reports per query, best first; ``exclude[i]`` hides one index
+        (at training time, the report itself). Ties break on the lower index, so results are deterministic."""
+        import numpy as np
+
+        sims = (self._vec.transform([clean_text(q, self.rules) for q in queries]) @ self._matrix.T).toarray()
+        out = []
+        for i, row in enumerate(sims):
+            if exclude is not None and exclude[i] is not None:
+                row[exclude[i]] = -1.0
+            order = np.lexsort((np.arange(len(row)), -row))  # by similarity desc, then index asc
+            out.append([int(j) for j in order[:k]])
+        return out
+
+    def nearest_impressions(self, queries: Sequence[str]) -> list[str]:
+        return [self.impressions[idx[0]] for idx in self.search(queries, 1)]
+
+    def examples(
+        self,
+        queries: Sequence[str],
+        k: int,
+        *,
+        exclude: Sequence[int | None] | None = None,
+        max_findings_words: int | None = 40,
+    ) -> list[list[Example]]:
+        """The k most similar reports as prompt examples, most similar LAST (closest to the question)."""
+        if k <= 0:
+            return [[] for _ in queries]
+        result = []
+        for idx in self.search(queries, k, exclude):
+            exs = [Example(truncate_words(self.findings[j], max_findings_words), self.impressions[j]) for j in idx]
+            result.append(list(reversed(exs)))
+        return result

@@ -1,0 +1,67 @@
+"""OpenI reports -> cleaned train/valid records.
+
+The data is CC BY-NC-ND: it is read from ../shared and derived files go to runs/ (gitignored), never into git.
+Cleaning follows XrayGPT (drop reports without findings or impression, findings < 10 words, impression < 2 words).
+What to do with ``XXXX`` de-identification tokens and prior-comparison sentences is an option, decided on the
+valid split (see docs/model-results.md); the chosen default is recorded in every manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from radbridge.textclean import CleanRules, clean_text, keep_report
+
+REPO = Path(__file__).resolve().parents[1]
+OPENI = REPO.parent / "shared" / "data" / "openi"
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def load_split(split: str, openi_dir: Path = OPENI) -> list[dict]:
+    """Raw OpenI records of one split of the Trienes et al. 2023 split, filtered by XrayGPT's rule, in id order."""
+    ids = json.loads((openi_dir / "split_trienes2023.json").read_text())[split]
+    by_uid = {r["uid"]: r for r in read_jsonl(openi_dir / "reports.jsonl")}
+    fields = ("uid", "indication", "comparison", "findings", "impression")
+    return [{k: by_uid[i].get(k) or "" for k in fields} for i in ids if i in by_uid and keep_report(by_uid[i])]
+
+
+def apply_rules(records: list[dict], rules: CleanRules) -> list[dict]:
+    return [
+        {**r, "findings": clean_text(r["findings"], rules), "impression": clean_text(r["impression"], rules)}
+        for r in records
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Write cleaned OpenI train/valid JSONL files outside git.")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "data")
+    ap.add_argument("--openi", type=Path, default=OPENI)
+    args = ap.parse_args(argv)
+    for split in ("train", "valid"):
+        # Files hold the text as released; CleanRules are applied by whoever reads them (train, retrieval).
+        n = write_jsonl(args.out / f"{split}.jsonl", load_split(split, args.openi))
+        print(f"{split}: {n} reports -> {args.out / (split + '.jsonl')}")
+    print(json.dumps(asdict(CleanRules())))
+
+
+if __name__ == "__main__":
+    main()
