@@ -34,3 +34,13 @@ class FhirStore(Protocol):
         ...
 
     def read(self, resource_type: str, resource_id: str) -> dict | None: ...
+
+
+@runtime_checkable
+class ExampleSource(Protocol):
+    """Solved reports to show the model (retrieval-augmented prompts; a site's own radiologists' style)."""
+
+    def examples_for(self, findings: str, k: int) -> list["Example"]: ...
+
+
+from .prompt import Example  # noqa: E402  (re-exported for the annotation above)

@@ -1,0 +1,118 @@
+"""The one wiring point: settings in, a ready Drafter (and its generator and FHIR store) out.
+
+Nothing connects or loads a model at import time; everything is built here on request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .domain import GenerationParams
+from .errors import ConfigurationError
+from .pipeline import Drafter, Mode
+from .ports import ExampleSource, FhirStore, Generator
+from .prompt import DEFAULT_TEMPLATE, PromptTemplate
+from .settings import SHIPPED_MODEL_DIR, Settings
+
+
+def shipped_manifest(folder: Path = SHIPPED_MODEL_DIR) -> dict | None:
+    path = folder / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _local_adapter(settings: Settings) -> Path | None:
+    if settings.no_adapter:
+        return None
+    if settings.adapter:
+        path = Path(settings.adapter)
+        if not (path / "adapter_config.json").is_file():
+            raise ConfigurationError(f"adapter folder {path} has no adapter_config.json (PEFT format expected)")
+        return path
+    return SHIPPED_MODEL_DIR if (SHIPPED_MODEL_DIR / "adapter_config.json").is_file() else None
+
+
+def build_generator(settings: Settings) -> Generator:
+    if settings.backend == "instant":
+        from .adapters.generator_memory import InstantGenerator
+
+        return InstantGenerator()
+    if settings.backend == "local":
+        from .adapters.generator_local import LocalGenerator
+
+        return LocalGenerator(adapter=_local_adapter(settings), batch_size=settings.local_batch_size)
+    if not settings.model_url:
+        raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
+    api_key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    if settings.backend == "tgi":
+        from .adapters.generator_tgi import TgiGenerator
+
+        return TgiGenerator(
+            settings.model_url,
+            adapter_id=settings.adapter,
+            timeout=settings.request_timeout_s,
+            max_retries=settings.max_retries,
+            concurrency=settings.batch_size,
+            api_key=api_key,
+        )
+    from .adapters.generator_openai import OpenAIGenerator
+
+    return OpenAIGenerator(
+        settings.model_url,
+        model=settings.adapter,
+        timeout=settings.request_timeout_s,
+        max_retries=settings.max_retries,
+        concurrency=settings.batch_size,
+        api_key=api_key,
+    )
+
+
+def prompt_template(settings: Settings) -> PromptTemplate:
+    """The template the adapter was trained with (its manifest), unless settings name another."""
+    if settings.prompt_template:
+        return PromptTemplate.from_id(settings.prompt_template)
+    if settings.backend == "local" and not settings.no_adapter and not settings.adapter:
+        manifest = shipped_manifest()
+        if manifest and manifest.get("prompt_template"):
+            return PromptTemplate.from_id(manifest["prompt_template"])
+    return DEFAULT_TEMPLATE
+
+
+def build_examples(settings: Settings, template: PromptTemplate) -> ExampleSource | None:
+    if not template.n_examples:
+        return None
+    from .retrieval import ExampleIndex, default_examples_file
+
+    path = settings.examples_file or default_examples_file()
+    if path is None or not Path(path).is_file():
+        raise ConfigurationError(
+            f"prompt template {template.id} shows example reports: set RADBRIDGE_EXAMPLES_FILE to a JSONL of signed "
+            "reports (fields findings, impression)"
+        )
+    return ExampleIndex.from_jsonl(Path(path))
+
+
+def build_drafter(settings: Settings, generator: Generator | None = None) -> Drafter:
+    template = prompt_template(settings)
+    return Drafter(
+        generator or build_generator(settings),
+        mode=Mode(settings.mode),
+        template=template,
+        params=GenerationParams(max_new_tokens=settings.max_new_tokens),
+        output_status=settings.output_status,
+        examples=build_examples(settings, template),
+        emit_oru=settings.emit_oru,
+    )
+
+
+def build_fhir_store(settings: Settings) -> FhirStore | None:
+    if not settings.fhir_url:
+        return None
+    from .adapters.fhir_store import HttpFhirStore
+
+    return HttpFhirStore(
+        settings.fhir_url,
+        timeout=settings.request_timeout_s,
+        token=settings.fhir_token,
+        ca_bundle=settings.fhir_ca_bundle,
+    )

@@ -1,0 +1,76 @@
+"""The command line: each command a few lines that call into the package."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .settings import Backend, Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="radbridge: draft radiology impressions on-prem.")
+
+
+def _settings(**overrides) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _configure_logging(level: str) -> None:
+    from .logs import configure
+
+    configure(level)
+
+
+@app.command()
+def draft(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="HL7 v2 or FHIR JSON files"),
+    backend: Optional[Backend] = typer.Option(None, help="local | tgi | openai | instant"),
+    adapter: Optional[str] = typer.Option(None, help="LoRA adapter folder (local) or adapter id (tgi/openai)"),
+    url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
+    mode: Optional[str] = typer.Option(None, help="live (skip signed reports) | replay (draft all)"),
+    oru: bool = typer.Option(False, "--oru", help="also print an HL7 v2 ORU^R01 per draft"),
+) -> None:
+    """Print, per input message, the output Bundle (or a skip/error record) as one JSON line."""
+    from .bootstrap import build_drafter
+    from .files import draft_files
+
+    settings = _settings(backend=backend, adapter=adapter, model_url=url, mode=mode, emit_oru=oru or None)
+    _configure_logging(settings.log_level)
+    ok = draft_files(build_drafter(settings), files, out=sys.stdout)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def check(
+    backend: Optional[Backend] = typer.Option(None),
+    adapter: Optional[str] = typer.Option(None),
+    url: Optional[str] = typer.Option(None),
+) -> None:
+    """Check the configured model backend can serve (reachable, adapter really loaded); exit 1 if not."""
+    from .bootstrap import build_generator
+    from .errors import RadbridgeError
+
+    settings = _settings(backend=backend, adapter=adapter, model_url=url)
+    generator = build_generator(settings)
+    try:
+        generator.check()
+    except RadbridgeError as exc:
+        typer.echo(json.dumps({"ok": False, "error": exc.kind, "reason": str(exc)}))
+        raise typer.Exit(1)
+    info = generator.info
+    typer.echo(json.dumps({"ok": True, "backend": info.backend, "base_model": info.base_model, "adapter": info.adapter}))
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (secrets masked)."""
+    typer.echo(json.dumps(Settings().public_dict(), indent=2, default=str))
+
+
+def main() -> None:  # pragma: no cover
+    logging.captureWarnings(True)
+    app()

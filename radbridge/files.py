@@ -1,0 +1,76 @@
+"""Drafting from files: the `radbridge draft` command's loop (the pipeline core does not know it is a file)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+from .errors import PermanentError
+from .pipeline import Drafter, Envelope, Outcome
+from .reading import split_payload
+
+log = logging.getLogger(__name__)
+
+
+def envelopes_from_files(paths: Iterable[Path]) -> Iterator[Envelope | tuple[str, PermanentError]]:
+    """One Envelope per message (a batch file holds several); unreadable files yield (location, error)."""
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            messages = split_payload(data)
+        except PermanentError as exc:
+            yield str(path), exc
+            continue
+        for i, message in enumerate(messages):
+            yield Envelope(message, location=f"{path}#{i}" if len(messages) > 1 else str(path))
+
+
+def outcome_record(outcome: Outcome) -> dict:
+    """What `draft` prints for one message: the Bundle, or a skip/error record that says why."""
+    if outcome.status == "drafted":
+        return outcome.bundle  # type: ignore[return-value]
+    base = {"source": outcome.envelope.location, "message_id": outcome.message_id, "format": outcome.format}
+    if outcome.status == "rejected":
+        err = outcome.error
+        return {"status": "error", **base, "error": err.kind, "reason": str(err)}  # type: ignore[union-attr]
+    return {
+        "status": "skipped",
+        **base,
+        "skipped": [{"index": s.source.index, "reason": s.reason.value, "detail": s.detail} for s in outcome.skipped],
+    }
+
+
+def error_record(location: str, error: PermanentError) -> dict:
+    return {"status": "error", "source": location, "message_id": None, "error": error.kind, "reason": str(error)}
+
+
+def draft_files(drafter: Drafter, paths: Iterable[Path], *, out: TextIO, batch_size: int = 8) -> bool:
+    """Draft every message in the files, print one JSON line per message; False if any was malformed."""
+    ok = True
+    batch: list[Envelope] = []
+
+    def flush() -> None:
+        nonlocal ok
+        for outcome in drafter.process(batch):
+            ok &= outcome.status != "rejected"
+            for s in outcome.skipped:
+                log.info("skipped", extra={"location": s.source.location, "index": s.source.index, "reason": s.reason.value})
+            out.write(json.dumps(outcome_record(outcome), sort_keys=True) + "\n")
+        out.flush()
+        batch.clear()
+
+    for item in envelopes_from_files(paths):
+        if isinstance(item, Envelope):
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush()
+        else:
+            if batch:
+                flush()
+            ok = False
+            out.write(json.dumps(error_record(*item), sort_keys=True) + "\n")
+    if batch:
+        flush()
+    return ok

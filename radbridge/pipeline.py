@@ -1,0 +1,216 @@
+"""The pipeline core: messages in, drafts and output Bundles out.
+
+It does not know whether it was called from a file, Kafka or a replay: callers wrap what they received in an
+``Envelope`` and act on the ``Outcome``s (print, produce, dead-letter, commit).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Callable, Literal, Sequence
+
+from .domain import CLOSED_STATUSES, Draft, GenerationParams, Report, SkipReason, Skipped, sha256_of
+from .errors import MalformedMessage, PermanentError, RadbridgeError
+from .ports import ExampleSource, Generator
+from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion
+from .reading import detect_format, read_message, split_payload
+
+log = logging.getLogger(__name__)
+
+
+class Mode(str, Enum):
+    LIVE = "live"  # draft only reports still lacking a signed impression
+    REPLAY = "replay"  # audits: draft every report, signed ones included (the source is never modified)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a caller received: the raw bytes and where they came from (safe-to-log location only)."""
+
+    data: bytes
+    location: str | None = None
+    received_at: datetime | None = None  # Kafka record time / file time: stable across redeliveries
+
+
+@dataclass(frozen=True)
+class Outcome:
+    envelope: Envelope
+    drafts: tuple[Draft, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    bundle: dict | None = None
+    oru: tuple[bytes, ...] = ()
+    error: PermanentError | None = None
+    message_ids: tuple[str, ...] = ()
+    format: str | None = None
+
+    @property
+    def status(self) -> Literal["drafted", "skipped", "rejected"]:
+        if self.error is not None:
+            return "rejected"
+        return "drafted" if self.drafts else "skipped"
+
+    @property
+    def key(self) -> str:
+        """Output record key: derived from the input bytes, so a redelivery yields the same key."""
+        return sha256_of(self.envelope.data)[:32]
+
+    @property
+    def message_id(self) -> str | None:
+        return ",".join(self.message_ids) or None
+
+
+@dataclass
+class _Pending:
+    envelope: Envelope
+    reports: list[Report] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    format: str | None = None
+    error: PermanentError | None = None
+    drafts: list[Draft] = field(default_factory=list)
+
+
+class Drafter:
+    """Reads messages, decides what to draft, asks the generator in one batch, builds the output."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        *,
+        mode: Mode = Mode.LIVE,
+        template: PromptTemplate = DEFAULT_TEMPLATE,
+        params: GenerationParams = GenerationParams(),
+        output_status: Literal["preliminary", "partial"] = "preliminary",
+        examples: ExampleSource | None = None,
+        emit_oru: bool = False,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        if template.n_examples and examples is None:
+            raise ValueError(f"prompt template {template.id} needs an example source")
+        self.generator = generator
+        self.mode = mode
+        self.template = template
+        self.params = params
+        self.output_status = output_status
+        self.examples = examples
+        self.emit_oru = emit_oru
+        self.clock = clock
+
+    # -- reading and policy ------------------------------------------------------------------------------
+    def _read(self, envelope: Envelope) -> _Pending:
+        pending = _Pending(envelope)
+        try:
+            pending.format = detect_format(envelope.data)
+            for i, message in enumerate(split_payload(envelope.data)):
+                location = envelope.location if i == 0 else f"{envelope.location or ''}#{i}"
+                for item in read_message(message, location=location, received_at=envelope.received_at):
+                    if item.source.message_id and item.source.message_id not in pending.message_ids:
+                        pending.message_ids.append(item.source.message_id)
+                    if isinstance(item, Skipped):
+                        pending.skipped.append(item)
+                    elif (reason := self._policy_skip(item)) is not None:
+                        pending.skipped.append(Skipped(item.source, reason, f"status {item.status}"))
+                    else:
+                        pending.reports.append(item)
+        except PermanentError as exc:
+            pending.error = exc
+        except Exception as exc:  # a reader bug must dead-letter one message, not stop the service
+            log.exception("reader failed", extra={"location": envelope.location})
+            pending.error = MalformedMessage(f"unreadable message ({type(exc).__name__})")
+        if pending.error is not None:
+            pending.reports.clear()
+        return pending
+
+    def _policy_skip(self, report: Report) -> SkipReason | None:
+        if report.status in CLOSED_STATUSES:
+            return SkipReason.CLOSED
+        if self.mode is Mode.LIVE and report.is_signed:
+            return SkipReason.ALREADY_SIGNED
+        return None
+
+    def prompt_for(self, report: Report) -> Prompt:
+        findings = report.findings or ""
+        examples = self.examples.examples_for(findings, self.template.n_examples) if self.template.n_examples else ()
+        return build(
+            self.template, findings, indication=report.indication, comparison=report.comparison, examples=examples
+        )
+
+    # -- drafting ----------------------------------------------------------------------------------------
+    def _generate(self, pending: list[_Pending]) -> None:
+        reports = [r for p in pending for r in p.reports]
+        if not reports:
+            return
+        prompts = [self.prompt_for(r) for r in reports]
+        generations = self.generator.generate(prompts, self.params)
+        if len(generations) != len(prompts):
+            raise RadbridgeError(f"generator returned {len(generations)} results for {len(prompts)} prompts")
+        it = iter(zip(prompts, generations))
+        for p in pending:
+            p.drafts = []
+            for report in p.reports:
+                prompt, gen = next(it)
+                text = clean_completion(gen.text)
+                if not text:
+                    p.error = PermanentError("the model produced an empty impression")
+                    continue
+                p.drafts.append(
+                    Draft(
+                        report=report,
+                        impression=text,
+                        prompt_version=prompt.template_id,
+                        model=self.generator.info,
+                        params=self.params,
+                        finish_reason=gen.finish_reason,
+                    )
+                )
+
+    def process(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        """Draft a batch. Retryable errors (model or store down) propagate for the whole batch."""
+        pending = [self._read(e) for e in envelopes]
+        try:
+            self._generate(pending)
+        except PermanentError:
+            # isolate the message the model server rejected; the rest of the batch still drafts
+            for p in pending:
+                if p.reports and p.error is None:
+                    try:
+                        self._generate([p])
+                    except PermanentError as exc:
+                        p.error = exc
+        return [self._finish(p) for p in pending]
+
+    def _finish(self, p: _Pending) -> Outcome:
+        if p.error is not None:
+            return Outcome(p.envelope, error=p.error, message_ids=tuple(p.message_ids), format=p.format)
+        drafts = tuple(p.drafts)
+        bundle = None
+        oru: tuple[bytes, ...] = ()
+        if drafts:
+            from .adapters.fhir_writer import build_bundle
+
+            recorded = self._recorded(p)
+            bundle = build_bundle(drafts, status=self.output_status, recorded=recorded)
+            if self.emit_oru:
+                from .adapters.hl7v2_writer import build_oru
+
+                oru = tuple(build_oru(d, recorded=recorded) for d in drafts)
+        return Outcome(
+            p.envelope,
+            drafts=drafts,
+            skipped=tuple(p.skipped),
+            bundle=bundle,
+            oru=oru,
+            message_ids=tuple(p.message_ids),
+            format=p.format,
+        )
+
+    def _recorded(self, p: _Pending) -> datetime:
+        """When the draft counts as recorded: the received time when known, so redeliveries are identical."""
+        if p.envelope.received_at is not None:
+            return p.envelope.received_at
+        times = [r.source.message_time for r in p.reports if r.source.message_time is not None]
+        return times[0] if times else self.clock()
+

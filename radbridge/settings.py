@@ -1,0 +1,102 @@
+"""One settings class: environment variables (prefix RADBRIDGE_) over an optional TOML config file over defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: the adapter shipped in the repository (model/); the local backend uses it when none is configured
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+
+Backend = Literal["local", "tgi", "openai", "instant"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RADBRIDGE_", extra="forbid", validate_default=True)
+
+    # --- Kafka -------------------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset = start the embedded Tansu broker on 127.0.0.1"
+    )
+    input_topics: Annotated[list[str], NoDecode] = Field(
+        default=["radiology.results"], description="comma-separated; HL7 v2 and FHIR JSON may share a topic"
+    )
+    output_topic: str = Field(default="radiology.drafts", description="FHIR transaction Bundles (JSON)")
+    dlq_topic: str = Field(default="radiology.results.dlq", description="original bytes of rejected messages")
+    group_id: str = "radbridge"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    batch_size: int = Field(default=8, ge=1, le=512, description="records drafted together")
+    batch_wait_ms: int = Field(default=200, ge=0, description="longest wait to fill a batch")
+
+    # --- model -------------------------------------------------------------------------------------------
+    backend: Backend = "local"
+    model_url: str | None = Field(default=None, description="TGI or OpenAI-compatible base URL (tgi/openai)")
+    model_api_key: SecretStr | None = None
+    adapter: str | None = Field(
+        default=None, description="local: PEFT adapter folder (default: the shipped model/); tgi/openai: adapter id"
+    )
+    no_adapter: bool = Field(default=False, description="use the base model alone (evaluation of the untuned model)")
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    max_new_tokens: int = Field(default=96, ge=1, le=1024)
+    local_batch_size: int = Field(default=8, ge=1)
+    prompt_template: str | None = Field(default=None, description="template id; default: the adapter's manifest")
+    examples_file: Path | None = Field(
+        default=None, description="JSONL of signed reports (findings, impression) for example-based prompts"
+    )
+
+    # --- output ------------------------------------------------------------------------------------------
+    mode: Literal["live", "replay"] = "live"
+    output_status: Literal["preliminary", "partial"] = "preliminary"
+    emit_oru: bool = False
+    fhir_url: str | None = Field(default=None, description="also write every Bundle to this FHIR server")
+    fhir_token: SecretStr | None = None
+    fhir_ca_bundle: Path | None = None
+
+    # --- operations --------------------------------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("input_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("RADBRIDGE_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def public_dict(self) -> dict:
+        """Settings safe to print or log: secrets stay masked."""
+        return self.model_dump(mode="json")

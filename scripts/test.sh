@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (unit + integration on the real broker, model and FHIR server).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh || exit 1
+.venv/bin/python -m pytest "$@"
+rc=$?
+# pytest exits 5 when it collected no test: that is a broken suite, not a pass.
+if [ $rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi
+exit $rc
