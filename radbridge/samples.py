@@ -34,21 +34,23 @@ def _hl7_escape(text: str) -> str:
 def to_hl7v2(report: dict, *, status: str = "P", with_impression: bool = True) -> bytes:
     """An ORU^R01 v2.5.1 for one OpenI report: findings and impression as LOINC-coded TX OBX lines."""
     uid = report["uid"]
-    obx = []
-    sections = [("59776-5", "Procedure findings", report.get("findings"))]
+    sections = [("18785-6", "Indications for study", report.get("indication"))]
+    sections.append(("59776-5", "Procedure findings", report.get("findings")))
     if with_impression:
         sections.append(("19005-8", "Radiology Impression", report.get("impression")))
+    obx = []
     for code, name, text in sections:
         if text:
             obx.append(f"OBX|{len(obx) + 1}|TX|{code}^{name}^LN||{_hl7_escape(text)}||||||{status}")
+    obr = [""] * 26
+    obr[1], obr[2], obr[3] = "1", f"ORD{uid}", f"ACC{uid}"
+    obr[4], obr[7], obr[18] = "71046^XR Chest 2 views^CPT", "20240101110000", f"ACC{uid}"
+    obr[22], obr[24], obr[25] = "20240101115000", "RAD", status
     segments = [
         f"MSH|^~\\&|OPENI|IU|RADBRIDGE|HOSP|20240101120000||ORU^R01^ORU_R01|OPENI{uid}|P|2.5.1",
         f"PID|1||PAT{uid}^^^IU^MR||Doe^Pat",
-        f"OBR|1|ORD{uid}|ACC{uid}|71046^XR Chest 2 views^CPT|||20240101110000|||||||"
-        f"||||ACC{uid}||||20240101115000||RAD|{status}",
+        "OBR|" + "|".join(obr[1:]),
     ]
-    if report.get("indication"):
-        segments.append(f"OBX|{len(obx) + 1}|TX|18785-6^Indications for study^LN||{_hl7_escape(report['indication'])}||||||{status}")
     return ("\r".join(segments + obx) + "\r").encode()
 
 
