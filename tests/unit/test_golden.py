@@ -1,0 +1,72 @@
+"""Golden files: message -> Report -> prompt -> FHIR Bundle, for real public messages and our own fixtures.
+
+A change in any stage shows up as a diff of a readable JSON file. After an intended change, regenerate with
+``RADBRIDGE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_golden.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.pipeline import Drafter, Envelope, Mode
+from radbridge.prompt import render
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "fixtures-ref"
+GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+RECEIVED = datetime(2024, 3, 1, 8, 30, tzinfo=timezone.utc)
+
+CASES = {
+    "dcm4che_mesa_rad": SHARED / "hl7v2" / "dcm4che_ORU_R01_MESA_rad_v251.hl7",
+    "uscore_chest_xray": SHARED / "fhir" / "uscore_DiagnosticReport-chest-xray-report.json",
+    "r4spec_ultrasound": SHARED / "fhir" / "r4spec-ibm_diagnosticreport-example-ultrasound.json",
+    "gcp_ct_head_neck": SHARED / "fhir" / "gcp_R4_DiagnosticReport-f201-ct-head-neck.json",
+}
+CASES.update({f"own_{p.stem}": p for p in sorted((ROOT / "tests" / "fixtures" / "hl7v2").glob("rad_*.hl7"))[:4]})
+CASES.update({f"own_{p.stem}": p for p in sorted((ROOT / "tests" / "fixtures" / "fhir").glob("*rad*.json"))[:3]})
+
+
+def _jsonable(obj):
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(type(obj))
+
+
+def snapshot(path: Path) -> dict:
+    # replay: signed example reports are drafted too, so every case exercises the whole chain
+    drafter = Drafter(InstantGenerator(), mode=Mode.REPLAY)
+    [outcome] = drafter.process([Envelope(path.read_bytes(), location=path.name, received_at=RECEIVED)])
+    snap: dict = {"status": outcome.status, "format": outcome.format}
+    if outcome.error is not None:
+        snap["error"] = {"kind": outcome.error.kind, "reason": str(outcome.error)}
+    snap["skipped"] = [{"index": s.source.index, "reason": s.reason.value, "detail": s.detail} for s in outcome.skipped]
+    snap["reports"] = [dataclasses.asdict(d.report) for d in outcome.drafts]
+    snap["prompts"] = [render(drafter.prompt_for(d.report)) for d in outcome.drafts]
+    snap["bundle"] = outcome.bundle
+    return json.loads(json.dumps(snap, default=_jsonable))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name):
+    got = snapshot(CASES[name])
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("RADBRIDGE_UPDATE_GOLDEN") or not path.exists():
+        if not os.environ.get("RADBRIDGE_UPDATE_GOLDEN") and os.environ.get("CI"):
+            pytest.fail(f"golden file {path.name} is missing")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(got, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    assert got == json.loads(path.read_text())
+
+
+def test_golden_cases_cover_both_formats_and_real_drafts():
+    assert any("hl7v2" in str(p) for p in CASES.values()) and any(str(p).endswith(".json") for p in CASES.values())
+    assert snapshot(CASES["dcm4che_mesa_rad"])["status"] == "drafted"

@@ -1,0 +1,135 @@
+"""The pipeline core on in-memory adapters: policy, batching, error isolation, determinism."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from radbridge import samples
+from radbridge.adapters.fhir_writer import bundle_bytes
+from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.domain import Generation, ModelInfo, SkipReason
+from radbridge.errors import GenerationRejected, GeneratorUnavailable, MalformedMessage
+from radbridge.pipeline import Drafter, Envelope, Mode
+from radbridge.prompt import PromptTemplate
+
+REPORT = {
+    "uid": 900001,
+    "findings": "Heart size is normal. There is a small left pleural effusion. No pneumothorax.",
+    "impression": "Small left pleural effusion.",
+    "indication": "Shortness of breath",
+}
+LAB = (
+    b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101120000||ORU^R01|LAB1|P|2.5.1\r"
+    b"PID|1||P1^^^HOSP^MR\r"
+    b"OBR|1|O1|F1|2345-7^Glucose^LN|||20240101110000\r"
+    b"OBX|1|NM|2345-7^Glucose^LN||182|mg/dL|70-105|H|||F\r"
+)
+
+
+def hl7(status="P", uid=900001, **overrides):
+    return samples.to_hl7v2({**REPORT, "uid": uid, **overrides}, status=status, with_impression=status == "F")
+
+
+def test_radiology_message_becomes_a_preliminary_ai_labelled_draft():
+    [out] = Drafter(InstantGenerator()).process([Envelope(hl7())])
+    assert out.status == "drafted" and out.format == "hl7v2" and out.message_ids == ("OPENI900001",)
+    [draft] = out.drafts
+    assert draft.report.findings.startswith("Heart size is normal.")
+    assert draft.prompt_version == "paper-v1"
+    reports = [e["resource"] for e in out.bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert [r["status"] for r in reports] == ["preliminary"]
+    assert reports[0]["conclusion"] == draft.impression
+    assert any(s.get("code") == "AIAST" for s in reports[0]["meta"]["security"])
+
+
+def test_live_mode_skips_signed_reports_and_replay_drafts_them_without_touching_the_source():
+    signed = Envelope(hl7(status="F"))
+    [live] = Drafter(InstantGenerator(), mode=Mode.LIVE).process([signed])
+    assert live.status == "skipped" and live.skipped[0].reason is SkipReason.ALREADY_SIGNED
+    [replay] = Drafter(InstantGenerator(), mode=Mode.REPLAY).process([signed])
+    assert replay.status == "drafted"
+    dr = next(e for e in replay.bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert dr["resource"]["status"] == "preliminary"
+    assert dr["request"]["method"] == "POST" and "ifNoneExist" in dr["request"]  # a new resource, never an update
+
+
+def test_one_bad_message_does_not_hold_back_the_batch():
+    outs = Drafter(InstantGenerator()).process(
+        [Envelope(hl7(uid=1)), Envelope(b"this is not a message"), Envelope(LAB), Envelope(b'{"resourceType": '), Envelope(hl7(uid=2))]
+    )
+    assert [o.status for o in outs] == ["drafted", "rejected", "skipped", "rejected", "drafted"]
+    assert isinstance(outs[1].error, MalformedMessage) and isinstance(outs[3].error, MalformedMessage)
+    assert outs[2].skipped[0].reason is SkipReason.NOT_RADIOLOGY
+
+
+def test_all_reports_of_a_batch_go_to_the_model_in_one_call():
+    gen = InstantGenerator()
+    Drafter(gen).process([Envelope(hl7(uid=i)) for i in range(5)])
+    assert gen.calls == 1
+
+
+def test_a_dependency_outage_fails_the_whole_batch_as_retryable():
+    gen = InstantGenerator(fail_with=GeneratorUnavailable("model server down"))
+    with pytest.raises(GeneratorUnavailable):
+        Drafter(gen).process([Envelope(hl7())])
+
+
+class RejectsMarked(InstantGenerator):
+    """Like a model server answering 422 for one request of a batch."""
+
+    def generate(self, prompts, params):
+        if any("REJECTME" in p.user for p in prompts):
+            raise GenerationRejected("input too long")
+        return super().generate(prompts, params)
+
+
+def test_a_rejected_prompt_is_isolated_to_its_own_message():
+    outs = Drafter(RejectsMarked()).process(
+        [Envelope(hl7(uid=1)), Envelope(hl7(uid=2, findings="REJECTME " + REPORT["findings"])), Envelope(hl7(uid=3))]
+    )
+    assert [o.status for o in outs] == ["drafted", "rejected", "drafted"]
+    assert outs[1].error.kind == "generation_rejected"
+
+
+class Empty(InstantGenerator):
+    def generate(self, prompts, params):
+        return [Generation(text="<|im_end|>") for _ in prompts]
+
+
+def test_an_empty_generation_is_an_error_not_an_empty_draft():
+    [out] = Drafter(Empty()).process([Envelope(hl7())])
+    assert out.status == "rejected" and "empty" in str(out.error)
+
+
+def test_same_input_same_output_bytes():
+    env = Envelope(hl7(), received_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
+    a = Drafter(InstantGenerator()).process([env])[0]
+    b = Drafter(InstantGenerator()).process([env])[0]
+    assert bundle_bytes(a.bundle) == bundle_bytes(b.bundle)
+    assert a.key == b.key
+    other = Drafter(InstantGenerator()).process([Envelope(hl7(uid=7))])[0]
+    assert other.key != a.key
+
+
+def test_fhir_and_hl7_share_one_pipeline():
+    outs = Drafter(InstantGenerator()).process([Envelope(samples.to_fhir(REPORT)), Envelope(hl7())])
+    assert [(o.format, o.status) for o in outs] == [("fhir", "drafted"), ("hl7v2", "drafted")]
+    fhir_report = outs[0].drafts[0].report
+    assert "small left pleural effusion" in fhir_report.findings
+
+
+def test_example_template_requires_an_example_source():
+    with pytest.raises(ValueError):
+        Drafter(InstantGenerator(), template=PromptTemplate(n_examples=2))
+
+
+def test_provenance_names_the_generator():
+    class Named(InstantGenerator):
+        @property
+        def info(self):
+            return ModelInfo(backend="local", base_model="base-x", base_model_sha256="ab" * 32, adapter="lora-y", adapter_sha256="cd" * 32)
+
+    [out] = Drafter(Named()).process([Envelope(hl7())])
+    text = json.dumps(out.bundle)
+    assert "base-x" in text and "lora-y" in text and "ab" * 32 in text and "cd" * 32 in text
