@@ -1,0 +1,355 @@
+"""Draft impressions -> one FHIR R4 transaction Bundle per input message.
+
+For each Draft the Bundle holds:
+
+``DiagnosticReport`` (conditional create: ``POST`` with ``ifNoneExist: identifier=urn:radbridge:draft|<key>``)
+    ``status`` preliminary (or partial; never final), ``conclusion`` = the draft impression, the source's
+    procedure ``code`` (LOINC 18748-4 "Diagnostic imaging study" when it had none), category RAD (v2-0074),
+    ``subject`` (literal reference when the source had one, else a logical reference by identifier),
+    the source's order-level identifiers (accession, placer, filler: they name the study, not the source
+    report, so copying them does not make two reports share a report id) plus radbridge's own
+    ``urn:radbridge:draft`` identifier, ``basedOn`` (the source's references, else a logical ServiceRequest
+    reference by accession/placer/filler number), ``effective[x]``, ``issued`` = recorded, and
+    ``meta.security`` = HL7 ``AIAST``. The findings are not copied: the source holds them.
+    R4 DiagnosticReport has no ``note``, and ``presentedForm`` is what EHRs show as *the* signed report, so the
+    human-visible warning lives in the narrative (``text``, status ``generated``): a banner
+    "AI-generated draft; requires radiologist review." followed by the draft.
+
+``Provenance`` (conditional create on ``_tag=urn:radbridge:draft|<key>``; R4 Provenance has no identifier)
+    ``target`` = the DiagnosticReport; ``recorded``; ``activity`` v3-DataOperation CREATE; one ``agent`` of
+    type ``author`` (provenance-participant-type: the model wrote the text) whose ``who`` is the model Device;
+    ``entity`` role ``source`` = the source message as a logical reference (identifier
+    ``urn:radbridge:source-sha256|<sha256 of the message bytes>``, display "HL7v2 ORU^R01 <MSH-10> report n");
+    ``policy`` = ``urn:radbridge:prompt-template:<template id>`` (the prompt template is the plan the activity
+    followed); generation parameters in the complex extension ``GENERATION_EXT`` (one sub-extension per
+    parameter, plus backend, finish reason and radbridge version).
+    Conditional create rather than PUT: when a report is replayed with another model the DiagnosticReport is
+    left alone, so its Provenance must be left alone too, or it would name a model that did not write it.
+
+``Device`` (``PUT Device/<uuid5 of the model info>``)
+    The base model and adapter (``deviceName`` model-name / other) and their sha256 and server version
+    (``version``). Shared by every draft of that model, so PUT with a deterministic id rather than a
+    conditional create: two concurrent first writes of a conditional create would leave two Devices and
+    make every later ``ifNoneExist`` fail with 412; two PUTs of the same content cannot.
+
+All ``fullUrl`` values are ``urn:uuid:`` UUIDv5 of the report key (radbridge.ids), and nothing reads the clock:
+the same drafts and ``recorded`` give byte-identical ``bundle_bytes``. Verified against sekmet-fhir 0.1.1
+(urn:uuid rewriting, ``ifNoneExist`` in transactions, ``_tag`` and ``identifier`` search, logical references
+left untouched); the same constructs are standard R4 transaction processing in HAPI FHIR.
+
+Datetimes: a naive ``recorded`` is taken as UTC (an instant needs an offset); a naive ``effective`` is written
+as its date only rather than inventing an offset for a clinical time.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal, Sequence
+
+from .. import __version__
+from ..domain import Coding, Draft, Identifier, Report
+from ..errors import ConfigurationError, UnsupportedContent
+from ..ids import DEVICE_SYSTEM, DRAFT_SYSTEM, SOURCE_SYSTEM, device_id, resource_uuid
+
+OutputStatus = Literal["preliminary", "partial"]
+ALLOWED_STATUSES: frozenset[str] = frozenset({"preliminary", "partial"})
+
+AIAST = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "AIAST",
+    "display": "Artificial Intelligence asserted",
+}
+RAD_CATEGORY = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}]
+}
+GENERIC_IMAGING = {"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}
+CREATE_ACTIVITY = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE", "display": "create"}]
+}
+AUTHOR_TYPE = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+            "code": "author",
+            "display": "Author",
+        }
+    ]
+}
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+REVIEW_NOTICE = "AI-generated draft; requires radiologist review."
+GENERATION_EXT = "urn:radbridge:fhir:extension:generation-parameters"
+PROMPT_POLICY_PREFIX = "urn:radbridge:prompt-template:"
+# Order-level identifier types (v2-0203) copied from the source onto the draft.
+ORDER_ID_TYPES = ("ACSN", "PLAC", "FILL")
+
+# HL7 v2 coding-system names (table 0396) that have a FHIR URI; others are not URIs and are dropped
+# (the code and display are kept) rather than written as an invalid Coding.system.
+V2_CODING_SYSTEMS = {
+    "LN": "http://loinc.org",
+    "LNC": "http://loinc.org",
+    "SCT": "http://snomed.info/sct",
+    "SNM": "http://snomed.info/sct",
+    "C4": "http://www.ama-assn.org/go/cpt",
+    "CPT": "http://www.ama-assn.org/go/cpt",
+    "RADLEX": "http://www.radlex.org",
+    "RADLX": "http://www.radlex.org",
+    "I10P": "http://www.cms.gov/Medicare/Coding/ICD10",
+    "DCM": "http://dicom.nema.org/resources/ontology/DCM",
+}
+
+
+def build_bundle(
+    drafts: Sequence[Draft],
+    *,
+    status: OutputStatus = "preliminary",
+    recorded: datetime,
+    validate: bool = False,
+) -> dict:
+    """One transaction Bundle (plain JSON-able dict) for the drafts of one input message."""
+    if status not in ALLOWED_STATUSES:
+        raise ConfigurationError(
+            f"output status must be one of {sorted(ALLOWED_STATUSES)}, not {status!r}: "
+            "an AI draft is never final"
+        )
+    if not drafts:
+        raise ValueError("build_bundle needs at least one draft")
+    keys = [d.report.source.key for d in drafts]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two drafts for the same report in one Bundle")
+    issued = _instant(recorded)
+    entries: list[dict] = []
+    devices: dict[str, dict] = {}
+    for draft in drafts:
+        key = draft.report.source.key
+        dr_url = "urn:uuid:" + resource_uuid(key, "DiagnosticReport")
+        did = device_id(draft.model)
+        if did not in devices:
+            devices[did] = _device_entry(draft, did)
+        entries.append(
+            {
+                "fullUrl": dr_url,
+                "resource": _diagnostic_report(draft, status, issued),
+                "request": {
+                    "method": "POST",
+                    "url": "DiagnosticReport",
+                    "ifNoneExist": f"identifier={DRAFT_SYSTEM}|{key}",
+                },
+            }
+        )
+        entries.append(
+            {
+                "fullUrl": "urn:uuid:" + resource_uuid(key, "Provenance"),
+                "resource": _provenance(draft, dr_url, "urn:uuid:" + did, issued),
+                "request": {"method": "POST", "url": "Provenance", "ifNoneExist": f"_tag={DRAFT_SYSTEM}|{key}"},
+            }
+        )
+    entries.extend(devices.values())
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    if validate:
+        validate_bundle(bundle)
+    return bundle
+
+
+def bundle_bytes(bundle: dict) -> bytes:
+    """Canonical JSON (sorted keys, no whitespace, UTF-8): equal Bundles give equal bytes."""
+    return json.dumps(bundle, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def validate_bundle(bundle: dict) -> None:
+    """Validate with the fhir.resources R4B models; raises pydantic.ValidationError naming the element."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    Bundle.model_validate(bundle)
+
+
+# ---------------------------------------------------------------- resources
+
+
+def _diagnostic_report(draft: Draft, status: str, issued: str) -> dict:
+    report = draft.report
+    key = report.source.key
+    impression = draft.impression.strip()
+    if not impression:
+        raise UnsupportedContent(f"empty draft impression for report {key}")
+    dr: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "meta": {"security": [AIAST]},
+        "text": {"status": "generated", "div": _narrative(impression)},
+        "identifier": [{"system": DRAFT_SYSTEM, "value": key}, *_order_identifiers(report)],
+        "status": status,
+        "category": [RAD_CATEGORY],
+        "code": _procedure_code(report.procedure),
+        "issued": issued,
+        "conclusion": impression,
+    }
+    based_on = _based_on(report)
+    if based_on:
+        dr["basedOn"] = based_on
+    subject = _subject(report)
+    if subject:
+        dr["subject"] = subject
+    if report.effective is not None:
+        dr["effectiveDateTime"] = _datetime(report.effective)
+    return dr
+
+
+def _provenance(draft: Draft, dr_url: str, device_url: str, recorded: str) -> dict:
+    source = draft.report.source
+    model = draft.model
+    who_display = model.base_model + (f" + {model.adapter}" if model.adapter else "")
+    return {
+        "resourceType": "Provenance",
+        "meta": {"tag": [{"system": DRAFT_SYSTEM, "code": source.key}]},
+        "extension": [_generation_extension(draft)],
+        "target": [{"reference": dr_url}],
+        "recorded": recorded,
+        "policy": [PROMPT_POLICY_PREFIX + draft.prompt_version],
+        "activity": CREATE_ACTIVITY,
+        "agent": [{"type": AUTHOR_TYPE, "who": {"reference": device_url, "display": who_display}}],
+        "entity": [
+            {
+                "role": "source",
+                "what": {
+                    "identifier": {"system": SOURCE_SYSTEM, "value": source.sha256},
+                    "display": _source_display(draft.report),
+                },
+            }
+        ],
+    }
+
+
+def _device_entry(draft: Draft, did: str) -> dict:
+    model = draft.model
+    names = [{"name": model.base_model, "type": "model-name"}]
+    if model.adapter:
+        names.append({"name": model.adapter, "type": "other"})
+    versions = []
+    for label, value in (
+        ("base-model-sha256", model.base_model_sha256),
+        ("adapter-sha256", model.adapter_sha256),
+        ("model-server", model.server_version),
+    ):
+        if value:
+            versions.append({"type": {"text": label}, "value": value})
+    device: dict[str, Any] = {
+        "resourceType": "Device",
+        "id": did,
+        "identifier": [{"system": DEVICE_SYSTEM, "value": did}],
+        "status": "active",
+        "deviceName": names,
+        "type": {"text": "AI language model (base model + LoRA adapter)" if model.adapter else "AI language model"},
+    }
+    if versions:
+        device["version"] = versions
+    return {"fullUrl": "urn:uuid:" + did, "resource": device, "request": {"method": "PUT", "url": f"Device/{did}"}}
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def _generation_extension(draft: Draft) -> dict:
+    parts: list[dict] = []
+    for name, value in sorted(draft.params.as_dict().items()):
+        parts.append({"url": name, **_ext_value(value)})
+    parts.append({"url": "backend", "valueCode": draft.model.backend})
+    if draft.finish_reason:
+        parts.append({"url": "finish_reason", "valueCode": draft.finish_reason})
+    parts.append({"url": "software", "valueString": f"radbridge {__version__}"})
+    return {"url": GENERATION_EXT, "extension": parts}
+
+
+def _ext_value(value: object) -> dict:
+    if isinstance(value, bool):  # before int: bool is an int
+        return {"valueBoolean": value}
+    if isinstance(value, int):
+        return {"valueInteger": value}
+    if isinstance(value, float):
+        return {"valueDecimal": value}
+    return {"valueString": str(value)}
+
+
+def _narrative(impression: str) -> str:
+    lines = "<br/>".join(html.escape(line) for line in impression.splitlines())
+    return (
+        '<div xmlns="http://www.w3.org/1999/xhtml">'
+        f"<p><b>{REVIEW_NOTICE}</b></p><p>Draft impression:</p><p>{lines}</p></div>"
+    )
+
+
+def _identifier(ident: Identifier) -> dict:
+    out: dict[str, Any] = {"value": ident.value}
+    if ident.system and ":" in ident.system:
+        out["system"] = ident.system
+    elif ident.system:
+        # An HL7 v2 assigning authority name is not a URI: R4 keeps it as the assigner's display.
+        out["assigner"] = {"display": ident.system}
+    if ident.type_code:
+        out["type"] = {"coding": [{"system": V2_0203, "code": ident.type_code}]}
+    return out
+
+
+def _order_identifiers(report: Report) -> list[dict]:
+    return [_identifier(i) for i in report.identifiers if i.type_code in ORDER_ID_TYPES]
+
+
+def _based_on(report: Report) -> list[dict]:
+    if report.based_on:
+        return [{"reference": ref} for ref in report.based_on]
+    by_type = {i.type_code: i for i in report.identifiers if i.type_code in ORDER_ID_TYPES}
+    for type_code in ORDER_ID_TYPES:
+        if type_code in by_type:
+            return [{"type": "ServiceRequest", "identifier": _identifier(by_type[type_code])}]
+    return []
+
+
+def _subject(report: Report) -> dict | None:
+    if report.patient_reference:
+        return {"reference": report.patient_reference}
+    if report.patient is not None:
+        return {"type": "Patient", "identifier": _identifier(report.patient)}
+    return None
+
+
+def _procedure_code(procedure: Coding | None) -> dict:
+    if procedure is not None and procedure.code:
+        coding: dict[str, Any] = {"code": procedure.code}
+        system = _system_uri(procedure.system)
+        if system:
+            coding["system"] = system
+        if procedure.display:
+            coding["display"] = procedure.display
+        out: dict[str, Any] = {"coding": [coding]}
+        if procedure.display:
+            out["text"] = procedure.display
+        return out
+    text = procedure.display if procedure is not None and procedure.display else GENERIC_IMAGING["display"]
+    return {"coding": [GENERIC_IMAGING], "text": text}
+
+
+def _system_uri(system: str | None) -> str | None:
+    """A FHIR system URI for a source system: URIs pass, known HL7 v2 names map, anything else is dropped."""
+    if not system:
+        return None
+    if ":" in system:
+        return system
+    return V2_CODING_SYSTEMS.get(system.upper())
+
+
+def _source_display(report: Report) -> str:
+    source = report.source
+    label = "HL7v2 ORU^R01" if source.format == "hl7v2" else "FHIR"
+    return f"{label} {source.message_id or '(no message id)'} report {source.index + 1}"
+
+
+def _instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
+
+
+def _datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        return value.date().isoformat()
+    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
