@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     ssl_password: SecretStr | None = None
     batch_size: int = Field(default=8, ge=1, le=512, description="records drafted together")
     batch_wait_ms: int = Field(default=200, ge=0, description="longest wait to fill a batch")
+    # consumer group timing (radbridge.service): the loop keeps polling while it backs off from an outage,
+    # so max_poll_interval_ms only has to cover drafting one batch
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    retry_initial_s: float = Field(default=0.5, gt=0, description="first backoff after a dependency failure")
+    retry_max_s: float = Field(default=30.0, gt=0, description="backoff cap while a dependency stays down")
+    embedded_port: int = Field(
+        default=19092, ge=0, le=65535, description="port of the embedded broker (used when kafka_bootstrap is unset)"
+    )
+    embedded_partitions: int = Field(default=3, ge=1, description="partitions of topics the embedded broker creates")
 
     # --- model -------------------------------------------------------------------------------------------
     backend: Backend = "local"

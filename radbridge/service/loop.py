@@ -1,0 +1,396 @@
+"""The consumer loop: at-least-once drafting with in-order commits, dead-lettering and backoff.
+
+One batch at a time: gather up to ``batch_size`` records (or ``batch_wait_ms``), draft them in one
+``Drafter.process`` call, write every output and wait for the acks (and the FHIR server, when set), then
+commit. Offsets therefore never pass a record whose output is not durable. Retryable failures back off
+with the partitions paused while ``poll()`` keeps running, so a long outage keeps the group membership
+alive instead of triggering a rebalance storm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+from kafka import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from ..errors import PermanentError, RetryableError, StoreUnavailable
+from ..pipeline import Envelope, Outcome
+from .backoff import Backoff
+from .metrics import ServiceMetrics
+from .records import OutRecord, dead_letter_record, output_record
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int, int]  # topic, partition, offset
+
+
+def _key(record) -> Key:
+    return (record.topic, record.partition, record.offset)
+
+
+def envelope_of(record) -> Envelope:
+    """Only record facts, never the clock: a redelivered record yields the same envelope and the same output."""
+    received = None
+    if record.timestamp is not None and record.timestamp > 0:
+        received = datetime.fromtimestamp(record.timestamp / 1000, timezone.utc)
+    return Envelope(
+        data=record.value or b"",
+        location=f"kafka:{record.topic}/{record.partition}@{record.offset}",
+        received_at=received,
+    )
+
+
+def _ids(record, message_id: str | None = None) -> dict:
+    ids = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    if message_id:
+        ids["message_id"] = message_id
+    return ids
+
+
+class Health:
+    """What /healthz and /readyz report; written by the loop thread, read by the HTTP thread."""
+
+    def __init__(self, stall_after_s: float = 120.0):
+        self.stall_after_s = stall_after_s
+        self.last_tick: float | None = None
+        self.running = False
+        self.backing_off = False
+        self.last_error: str | None = None
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return self.running and self.last_tick is not None and time.monotonic() - self.last_tick < self.stall_after_s
+
+    @property
+    def ready(self) -> bool:
+        return self.alive and not self.backing_off
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """kafka-python calls these from inside poll(), i.e. on the loop thread."""
+
+    def __init__(self, service: "Service"):
+        self.service = service
+
+    def on_partitions_revoked(self, revoked):
+        self.service._on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self.service._on_assigned(set(assigned))
+
+
+class Service:
+    def __init__(
+        self,
+        *,
+        consumer,
+        producer,
+        drafter,
+        input_topics: Sequence[str],
+        output_topic: str,
+        dlq_topic: str,
+        serialize: Callable[[dict], bytes],
+        fhir_store=None,
+        batch_size: int = 8,
+        batch_wait_ms: int = 200,
+        backoff: Backoff | None = None,
+        metrics: ServiceMetrics | None = None,
+        health: Health | None = None,
+        send_timeout_s: float = 30.0,
+    ):
+        self.consumer = consumer
+        self.producer = producer
+        self.drafter = drafter
+        self.input_topics = list(input_topics)
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.serialize = serialize
+        self.fhir_store = fhir_store
+        self.batch_size = max(1, batch_size)
+        self.batch_wait_s = max(0, batch_wait_ms) / 1000
+        self.backoff = backoff or Backoff()
+        self.metrics = metrics or ServiceMetrics()
+        self.health = health or Health()
+        self.send_timeout_s = send_timeout_s
+
+        self._stop = threading.Event()
+        self._pending: list = []  # the current batch, in poll order (offset order within a partition)
+        self._sent: set[Key] = set()  # output or dead letter acked by Kafka
+        self._done: set[Key] = set()  # fully handled: safe to commit past
+        self._paused = False
+
+    # -- control ---------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the in-flight batch, commit and return (signal-handler safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        self.consumer.subscribe(topics=self.input_topics, listener=_Rebalance(self))
+        self.health.running = True
+        log.info("service started", extra={"topics": self.input_topics})
+        try:
+            while not self._stop.is_set():
+                if self._gather():
+                    self._handle_batch()
+        finally:
+            self.health.running = False
+            self._shutdown()
+
+    # -- batching --------------------------------------------------------------------------------------------
+    def _gather(self) -> bool:
+        deadline = None
+        while not self._stop.is_set():
+            room = self.batch_size - len(self._pending)
+            if room <= 0:
+                break
+            now = time.monotonic()
+            timeout_s = 0.25 if deadline is None else max(0.0, deadline - now)
+            polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=room)
+            self.health.tick()
+            for tp, records in polled.items():
+                self._pending.extend(records)
+                self.metrics.consumed.labels(tp.topic).inc(len(records))
+            if not self._pending:
+                return False  # back to run(): notices stop() within a quarter second
+            if deadline is None:
+                deadline = time.monotonic() + self.batch_wait_s
+            if time.monotonic() >= deadline:
+                break
+        return bool(self._pending)
+
+    def _handle_batch(self) -> None:
+        self.metrics.batch_size.observe(len(self._pending))
+        outcomes = self._draft()
+        if outcomes is not None and self._deliver(outcomes):
+            self._commit_done()
+            self._update_lag()
+
+    # -- stage 1: drafting -----------------------------------------------------------------------------------
+    def _draft(self) -> dict[Key, Outcome] | None:
+        while True:
+            records = list(self._pending)
+            if not records:
+                return None
+            started = time.perf_counter()
+            try:
+                outcomes = self.drafter.process([envelope_of(r) for r in records])
+            except RetryableError as exc:
+                if not self._wait_out("generate", exc):
+                    return None
+                continue
+            self.metrics.generation_seconds.observe(time.perf_counter() - started)
+            self._recovered()
+            return {_key(r): o for r, o in zip(records, outcomes)}
+
+    # -- stage 2: writing the outputs ------------------------------------------------------------------------
+    def _deliver(self, outcomes: dict[Key, Outcome]) -> bool:
+        while True:
+            if not self._pending:
+                return False
+            try:
+                self._deliver_once(outcomes)
+                self._recovered()
+                return True
+            except RetryableError as exc:
+                if not self._wait_out("deliver", exc):
+                    return False
+
+    def _deliver_once(self, outcomes: dict[Key, Outcome]) -> None:
+        to_send: list[tuple[object, OutRecord]] = []
+        for record in self._pending:
+            k = _key(record)
+            if k in self._sent or k in self._done:
+                continue
+            outcome = outcomes[k]
+            if outcome.status == "drafted":
+                value = self.serialize(outcome.bundle)
+                to_send.append((record, output_record(self.output_topic, record, outcome, value)))
+            elif outcome.status == "rejected":
+                to_send.append((record, dead_letter_record(self.dlq_topic, record, outcome.error, outcome.message_id)))
+        self._send_all(to_send)
+
+        for record in self._pending:
+            k = _key(record)
+            if k in self._done:
+                continue
+            outcome = outcomes[k]
+            if outcome.status == "drafted" and self.fhir_store is not None:
+                try:
+                    self.fhir_store.transact(outcome.bundle)
+                except PermanentError as exc:  # e.g. StoreRejected: this message, not the batch
+                    self._send_all([(record, dead_letter_record(self.dlq_topic, record, exc, outcome.message_id))])
+                    self._mark_done(record, outcome, dead_letter=exc)
+                    continue
+            self._mark_done(record, outcome)
+
+    def _send_all(self, items: list[tuple[object, OutRecord]]) -> None:
+        """Send, then wait for every ack (acks=all). Any failure is retryable: keys make resends harmless."""
+        if not items:
+            return
+        try:
+            futures = [
+                (record, self.producer.send(out.topic, key=out.key, value=out.value, headers=out.headers))
+                for record, out in items
+            ]
+            self.producer.flush(timeout=self.send_timeout_s)
+            for record, future in futures:
+                future.get(timeout=self.send_timeout_s)
+                self._sent.add(_key(record))
+        except KafkaError as exc:
+            raise StoreUnavailable(f"Kafka did not acknowledge the output ({type(exc).__name__})") from exc
+
+    def _mark_done(self, record, outcome: Outcome, dead_letter: BaseException | None = None) -> None:
+        self._done.add(_key(record))
+        ids = _ids(record, outcome.message_id)
+        error = dead_letter or outcome.error
+        if error is not None:
+            kind = getattr(error, "kind", type(error).__name__)
+            self.metrics.dead_lettered.labels(kind).inc()
+            log.warning("dead-lettered", extra={**ids, "error_type": kind})
+            return
+        for skip in outcome.skipped:
+            self.metrics.skipped.labels(skip.reason.value).inc()
+            log.info(
+                "skipped",
+                extra={**ids, "reason": skip.reason.value, "report_message_id": skip.source.message_id,
+                       "report_index": skip.source.index},
+            )
+        if outcome.status == "drafted":
+            self.metrics.drafted.inc()
+            log.info("drafted", extra={**ids, "drafts": len(outcome.drafts), "key": outcome.key})
+
+    # -- commits ---------------------------------------------------------------------------------------------
+    def _commit_done(self, only: set | None = None) -> None:
+        """Commit, per partition, up to the first record that is not done; forget what was committed."""
+        by_tp: dict = defaultdict(list)
+        for record in self._pending:
+            tp = TopicPartition(record.topic, record.partition)
+            if only is None or tp in only:
+                by_tp[tp].append(record)
+        offsets = {}
+        committed: list = []
+        for tp, records in by_tp.items():
+            last = None
+            for record in sorted(records, key=lambda r: r.offset):
+                if _key(record) not in self._done:
+                    break
+                last = record
+                committed.append(record)
+            if last is not None:
+                offsets[tp] = OffsetAndMetadata(last.offset + 1, "", -1)
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets)
+                self.metrics.commits.inc()
+            except KafkaError as exc:
+                # The group moved on (e.g. a rebalance): the new owner redelivers; outputs are idempotent by key.
+                log.warning("commit failed", extra={"error_type": type(exc).__name__, "partitions": len(offsets)})
+                committed = []
+        now = time.time()
+        for record in committed:
+            if record.timestamp and record.timestamp > 0:
+                self.metrics.end_to_end_seconds.observe(max(0.0, now - record.timestamp / 1000))
+        gone = {_key(r) for r in committed}
+        self._pending = [r for r in self._pending if _key(r) not in gone]
+        self._done -= gone
+        self._sent -= gone
+        if not self._pending:
+            self._done.clear()
+            self._sent.clear()
+
+    def _on_revoked(self, revoked: set) -> None:
+        """Commit what is done, drop what is not: the next owner (maybe us) starts from the committed offset."""
+        self._commit_done(only=revoked)
+        before = len(self._pending)
+        self._pending = [r for r in self._pending if (r.topic, r.partition) not in {(tp.topic, tp.partition) for tp in revoked}]
+        for tp in revoked:
+            try:
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+        log.info("partitions revoked", extra={"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in revoked),
+                                              "dropped": before - len(self._pending)})
+
+    def _on_assigned(self, assigned: set) -> None:
+        if self._paused and assigned:
+            self.consumer.pause(*assigned)  # still waiting for a dependency: take no new work yet
+        log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)})
+
+    # -- waiting out an outage -------------------------------------------------------------------------------
+    def _wait_out(self, stage: str, exc: RetryableError) -> bool:
+        """Back off with partitions paused and poll() still running; False if asked to stop meanwhile."""
+        delay = self.backoff.next_delay()
+        kind = getattr(exc, "kind", type(exc).__name__)
+        self.metrics.retries.labels(stage, kind).inc()
+        self.metrics.backing_off.set(1)
+        self.health.backing_off = True
+        self.health.last_error = kind
+        log.warning("dependency unavailable, backing off",
+                    extra={"stage": stage, "error_type": kind, "delay_s": round(delay, 2),
+                           "attempt": self.backoff.attempts, "batch": len(self._pending)})
+        self._paused = True
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(*assignment)
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            polled = self.consumer.poll(timeout_ms=int(min(left, 0.5) * 1000))
+            self.health.tick()
+            for tp, records in polled.items():
+                # a partition assigned without pause slipped through: rewind so nothing is skipped
+                self.consumer.seek(tp, min(r.offset for r in records))
+        self._paused = False
+        paused = self.consumer.paused()
+        if paused:
+            self.consumer.resume(*paused)
+        return not self._stop.is_set()
+
+    def _recovered(self) -> None:
+        if self.health.backing_off:
+            log.info("dependency back", extra={"attempts": self.backoff.attempts})
+        self.backoff.reset()
+        self.health.backing_off = False
+        self.metrics.backing_off.set(0)
+
+    # -- lag and shutdown ------------------------------------------------------------------------------------
+    def _update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=1000)
+            except Exception:  # lag is best effort; never stop drafting for it
+                continue
+            if position is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
+    def _shutdown(self) -> None:
+        try:
+            self._commit_done()
+        finally:
+            dropped = len(self._pending)
+            self._pending = []
+            try:
+                self.consumer.close(autocommit=False)
+            finally:
+                self.producer.flush(timeout=self.send_timeout_s)
+                self.producer.close(timeout=self.send_timeout_s)
+            log.info("service stopped", extra={"uncommitted_dropped": dropped})

@@ -1,0 +1,67 @@
+"""The records the service writes: a draft Bundle on the output topic, the original bytes on the dead-letter topic.
+
+Everything here is derived from the source record and the Outcome, never from the clock, so a redelivery
+after a crash writes byte-identical records that downstream can de-duplicate by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+def _h(name: str, value: Any) -> tuple[str, bytes]:
+    return (name, str(value).encode("utf-8"))
+
+
+def source_headers(record) -> Headers:
+    return [_h("source-topic", record.topic), _h("source-partition", record.partition), _h("source-offset", record.offset)]
+
+
+def model_label(model) -> str:
+    label = f"{model.backend}:{model.base_model}"
+    return f"{label}+{model.adapter}" if model.adapter else label
+
+
+def output_record(topic: str, record, outcome, value: bytes) -> OutRecord:
+    headers = [("content-type", b"application/fhir+json"), *source_headers(record)]
+    if outcome.message_id:
+        headers.append(_h("message-id", outcome.message_id))
+    if outcome.format:
+        headers.append(_h("source-format", outcome.format))
+    if outcome.drafts:
+        first = outcome.drafts[0]
+        headers.append(_h("prompt-version", first.prompt_version))
+        headers.append(_h("model", model_label(first.model)))
+    return OutRecord(topic, outcome.key.encode("ascii"), value, headers)
+
+
+def reason_of(error: BaseException) -> str:
+    """One line, bounded: DLQ headers must stay small and must not carry report text (errors name places, not text)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:500]
+
+
+def dead_letter_record(topic: str, record, error: BaseException, message_id: str | None = None) -> OutRecord:
+    """The ORIGINAL key and value, untouched, plus why and where from: an operator can fix and re-publish it."""
+    headers = list(record.headers or [])
+    headers += [
+        _h("dlq-error-type", getattr(error, "kind", type(error).__name__)),
+        _h("dlq-error-class", type(error).__name__),
+        _h("dlq-reason", reason_of(error)),
+        *[(f"dlq-{name}", value) for name, value in source_headers(record)],
+        _h("dlq-source-timestamp", record.timestamp),
+    ]
+    if message_id:
+        headers.append(_h("dlq-message-id", message_id))
+    return OutRecord(topic, record.key, record.value, headers)
