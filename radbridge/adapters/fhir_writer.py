@@ -52,6 +52,7 @@ from .. import __version__
 from ..domain import Coding, Draft, Identifier, Report
 from ..errors import ConfigurationError, UnsupportedContent
 from ..ids import DEVICE_SYSTEM, DRAFT_SYSTEM, SOURCE_SYSTEM, device_id, resource_uuid
+from .hl7v2_codes import CODING_SYSTEMS
 
 OutputStatus = Literal["preliminary", "partial"]
 ALLOWED_STATUSES: frozenset[str] = frozenset({"preliminary", "partial"})
@@ -84,20 +85,8 @@ PROMPT_POLICY_PREFIX = "urn:radbridge:prompt-template:"
 # Order-level identifier types (v2-0203) copied from the source onto the draft.
 ORDER_ID_TYPES = ("ACSN", "PLAC", "FILL")
 
-# HL7 v2 coding-system names (table 0396) that have a FHIR URI; others are not URIs and are dropped
-# (the code and display are kept) rather than written as an invalid Coding.system.
-V2_CODING_SYSTEMS = {
-    "LN": "http://loinc.org",
-    "LNC": "http://loinc.org",
-    "SCT": "http://snomed.info/sct",
-    "SNM": "http://snomed.info/sct",
-    "C4": "http://www.ama-assn.org/go/cpt",
-    "CPT": "http://www.ama-assn.org/go/cpt",
-    "RADLEX": "http://www.radlex.org",
-    "RADLX": "http://www.radlex.org",
-    "I10P": "http://www.cms.gov/Medicare/Coding/ICD10",
-    "DCM": "http://dicom.nema.org/resources/ontology/DCM",
-}
+# HL7 v2 coding-system names (table 0396) are mapped to URIs with the readers' table; names without a URI
+# are dropped (code and display kept) rather than written as an invalid Coding.system.
 
 
 def build_bundle(
@@ -334,7 +323,8 @@ def _system_uri(system: str | None) -> str | None:
         return None
     if ":" in system:
         return system
-    return V2_CODING_SYSTEMS.get(system.upper())
+    mapped = CODING_SYSTEMS.get(system.strip().upper())
+    return mapped if mapped and ":" in mapped else None
 
 
 def _source_display(report: Report) -> str:
