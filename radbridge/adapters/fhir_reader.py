@@ -9,6 +9,11 @@ Validation policy (why it is not "validate the whole Bundle"):
   value[x]; validating a 150-entry Bundle costs ~6 ms, far over the 2 ms budget of 500 messages/s) and are
   named in Report.unmapped by type and position.
 
+Radiology or not: an imaging category (v2-0074 RAD/RX/CT/MR/US..., LOINC LP29684-5, SNOMED radiology/imaging,
+DICOM modality), an imaging report code (LOINC imaging document codes, or a code name saying XR/CT/MR/US,
+radiograph, ultrasound, ...), or a linked ImagingStudy. Anything else is NOT_RADIOLOGY -- including the US Core
+"cardiology" report (an EKG panel: category Cardiology, no imaging), while an echocardiogram counts as imaging.
+
 Where report text is taken from, first source wins per section: `conclusion` (impression only), the
 basedOn ServiceRequest's reason (indication only), result Observations coded as report sections,
 the first readable `presentedForm`, then the narrative `text.div` (only when it is authored, not a
@@ -288,7 +293,10 @@ def _read_report(dr: dict, where: str, index: int, msg: _Message, entry_index: i
 
     if not fields.get("findings"):
         what = "conclusion only" if impression else "no readable text"
-        return Skipped(source, SkipReason.NO_FINDINGS, f"radiology report without findings ({what})")
+        # Say what could not be read (names only), so an operator knows whether a PDF or a missing
+        # Observation is the cause.
+        why = [u for u in unmapped if u.startswith(("DiagnosticReport.presentedForm", "DiagnosticReport.result"))]
+        return Skipped(source, SkipReason.NO_FINDINGS, "; ".join([f"radiology report without findings ({what})", *why]))
 
     return Report(
         source=source,

@@ -283,6 +283,27 @@ def test_lab_report_patient_pdf_only():
     assert "MRN" not in patient.detail
     (pdf,) = read_fhir(own_bytes("dr_pdf_only.json"))
     assert pdf.reason is SkipReason.NO_FINDINGS
+    assert "presentedForm[0] application/pdf: content type cannot be read" in pdf.detail
+
+
+def test_panel_observation_members_are_followed():
+    dr = _dr(
+        presentedForm=[],
+        contained=[
+            {"resourceType": "Observation", "id": "panel", "status": "final", "code": {"text": "Imaging report panel"},
+             "hasMember": [{"reference": "#imp"}, {"reference": "#fnd"}, {"reference": "#gone"}]},
+            {"resourceType": "Observation", "id": "fnd", "status": "final", "code": {"text": "Findings"},
+             "valueString": "Nodular thickening of the left adrenal gland."},
+            {"resourceType": "Observation", "id": "imp", "status": "final", "code": {"coding": [{"system": LOINC, "code": "19005-8"}]},
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "0", "display": "Adrenal nodule"}]}},
+        ],
+        result=[{"reference": "#panel"}],
+    )
+    del dr["presentedForm"]
+    r = only_report(read_fhir(json.dumps(dr).encode()))
+    assert r.findings == "Nodular thickening of the left adrenal gland."
+    assert r.impression == "Adrenal nodule"
+    assert "DiagnosticReport.result[0] #panel.hasMember[2] #gone: not in this message" in r.unmapped
 
 
 def test_malformed_json_and_missing_status():
