@@ -103,7 +103,7 @@ _LABEL_SECTIONS = (
 _MAPPED_KEYS = frozenset(
     {"resourceType", "id", "meta", "identifier", "basedOn", "status", "category", "code", "subject",
      "effectiveDateTime", "effectivePeriod", "issued", "result", "presentedForm", "conclusion", "conclusionCode",
-     "contained", "text", "imagingStudy", "media", "implicitRules", "language"}
+     "contained", "text", "imagingStudy", "media", "language"}
 )
 
 _HTML_DROP = re.compile(r"(?is)<!--.*?-->|<!doctype[^>]*>|<\?xml[^>]*\?>|<(head|script|style|title)\b.*?</\1\s*>")
@@ -115,8 +115,10 @@ _HTML_TAG = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"[ \t\f\v\xa0]+")
 # Trailing sign-off lines: they name people, carry no findings and would leak into prompts.
 _SIGNATURE = re.compile(
-    r"(?i)^\s*(dictated|signed|electronically\s+signed|reviewed|transcribed|verified|approved|finali[sz]ed|"
-    r"attending|radiologist|read\s+by|reported\s+by|wsn|workstation)\b"
+    r"(?i)^\s*(?:(?:dictated|signed|electronically\s+signed|reviewed|transcribed|verified|approved|finali[sz]ed|"
+    r"read|reported|interpreted)(?:\s+(?:by|on|date(?:\s*/\s*time)?))?\s*:|(?:electronically\s+)?signed\s+by\b|"
+    r"(?:read|reported|interpreted|dictated|transcribed)\s+by\b|"
+    r"(?:attending\s+)?radiologist\s*:|wsn\s*:|workstation\s*:)"
 )
 _CHARSET = re.compile(r"(?i)charset\s*=\s*\"?([\w.:-]+)")
 

@@ -389,6 +389,14 @@ def test_charset_and_two_renditions():
     assert "DiagnosticReport.presentedForm[0] text/html: another rendition, not read" in r.unmapped
 
 
+def test_only_a_trailing_sign_off_block_is_removed():
+    text = ("FINDINGS: Small left apical pneumothorax.\nIMPRESSION: Left pneumothorax.\n"
+            "Attending physician notified at 10:05.\nRead by Dr Placeholder\nSigned Date/Time: 01/02/25 10:10")
+    r = only_report(read_fhir(json.dumps(_dr(presentedForm=[{"contentType": "text/plain", "data": b64(text)}])).encode()))
+    assert r.impression == "Left pneumothorax.\nAttending physician notified at 10:05."
+    assert "DiagnosticReport.presentedForm[0] text/plain: 2 sign-off line(s) removed" in r.unmapped
+
+
 def test_not_radiology_unless_category_code_or_imaging_study_says_so():
     plain = [{"contentType": "text/plain", "data": b64("FINDINGS: Something seen.")}]
     base = {"resourceType": "DiagnosticReport", "status": "final", "presentedForm": plain}
