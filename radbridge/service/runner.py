@@ -34,7 +34,7 @@ def start_embedded_broker(settings: Settings, stack: ExitStack) -> str:
     return broker.bootstrap
 
 
-def build_service(settings: Settings, bootstrap: str, *, drafter=None) -> Service:
+def build_service(settings: Settings, bootstrap: str, *, drafter=None, fhir_store=None) -> Service:
     from ..adapters.fhir_writer import bundle_bytes
     from ..adapters.kafka_io import make_consumer, make_producer
     from ..bootstrap import build_drafter, build_fhir_store
@@ -52,7 +52,7 @@ def build_service(settings: Settings, bootstrap: str, *, drafter=None) -> Servic
         output_topic=settings.output_topic,
         dlq_topic=settings.dlq_topic,
         serialize=bundle_bytes,
-        fhir_store=build_fhir_store(settings),
+        fhir_store=fhir_store if fhir_store is not None else build_fhir_store(settings),
         batch_size=settings.batch_size,
         batch_wait_ms=settings.batch_wait_ms,
         backoff=Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s),
@@ -78,13 +78,14 @@ def serve(
     settings: Settings,
     *,
     drafter=None,
+    fhir_store=None,
     on_ready: Callable[[Service, str, int], None] | None = None,
     handle_signals: bool = True,
 ) -> None:
     """Run until stopped. ``on_ready(service, bootstrap, ops_port)`` lets the demo and tests drive it."""
     with ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap or start_embedded_broker(settings, stack)
-        service = build_service(settings, bootstrap, drafter=drafter)
+        service = build_service(settings, bootstrap, drafter=drafter, fhir_store=fhir_store)
         ops = OpsServer(service.metrics, service.health, settings.metrics_host, settings.metrics_port).start()
         stack.callback(ops.stop)
         log.info("ops endpoints up", extra={"host": settings.metrics_host, "port": ops.port})

@@ -214,7 +214,7 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "
 class ThreadedService:
     """The real service (runner.serve) on a thread of the test process, for access to its metrics."""
 
-    def __init__(self, settings: Settings, drafter=None):
+    def __init__(self, settings: Settings, drafter=None, fhir_store=None):
         from radbridge.service.runner import serve
 
         self.service = None
@@ -227,7 +227,7 @@ class ThreadedService:
 
         def target():
             try:
-                serve(settings, drafter=drafter, on_ready=on_ready, handle_signals=False)
+                serve(settings, drafter=drafter, fhir_store=fhir_store, on_ready=on_ready, handle_signals=False)
             except BaseException as exc:  # surfaced by stop()
                 self.error = exc
                 self._ready.set()
