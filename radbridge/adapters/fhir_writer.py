@@ -30,12 +30,17 @@ For each Draft the Bundle holds:
     The base model and adapter (``deviceName`` model-name / other) and their sha256 and server version
     (``version``). Shared by every draft of that model, so PUT with a deterministic id rather than a
     conditional create: two concurrent first writes of a conditional create would leave two Devices and
-    make every later ``ifNoneExist`` fail with 412; two PUTs of the same content cannot.
+    make every later ``ifNoneExist`` fail with 412; two PUTs of the same content cannot. (sekmet stores each
+    identical PUT as a new version; HAPI skips unchanged content. Either way the content never changes.)
 
 All ``fullUrl`` values are ``urn:uuid:`` UUIDv5 of the report key (radbridge.ids), and nothing reads the clock:
 the same drafts and ``recorded`` give byte-identical ``bundle_bytes``. Verified against sekmet-fhir 0.1.1
 (urn:uuid rewriting, ``ifNoneExist`` in transactions, ``_tag`` and ``identifier`` search, logical references
 left untouched); the same constructs are standard R4 transaction processing in HAPI FHIR.
+
+Cost, measured on one shared core: build about 0.1 ms, build + ``bundle_bytes`` about 0.27 ms per one-report
+message (~3,700/s); validating with the R4B models costs about 3.3 ms (~300/s), so it is off the hot path
+(``validate=True`` for tests and debugging; the unit tests validate every shape the writer produces).
 
 Datetimes: a naive ``recorded`` is taken as UTC (an instant needs an offset); a naive ``effective`` is written
 as its date only rather than inventing an offset for a clinical time.

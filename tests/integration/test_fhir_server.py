@@ -100,7 +100,8 @@ def test_redelivery_does_not_duplicate(store):
 
 def test_signed_report_is_never_modified_by_redelivery(store):
     d = draft("signed")
-    (_, _, dr_id), *_ = _ids(store.transact(build_bundle([d], recorded=RECORDED)))
+    (_, _, dr_id), (_, _, prov_id), _ = _ids(store.transact(build_bundle([d], recorded=RECORDED)))
+    provenance_before = store.read("Provenance", prov_id)
     signed = store.read("DiagnosticReport", dr_id)
     signed.update(status="final", conclusion="Signed by the radiologist: clear lungs.")
     signed.pop("meta", None)
@@ -116,6 +117,8 @@ def test_signed_report_is_never_modified_by_redelivery(store):
     assert after["conclusion"] == "Signed by the radiologist: clear lungs."
     assert after["meta"]["versionId"] == version_after_signing
     assert len(_drafts_by_key(store, d.report.source.key)) == 1
+    # nor its Provenance: it still names the run that wrote the draft, not the redelivered one
+    assert store.read("Provenance", prov_id) == provenance_before
 
 
 def test_multi_report_message_in_one_transaction(store):
