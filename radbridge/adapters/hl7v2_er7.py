@@ -260,6 +260,15 @@ def _decode_escape(seq: str, delims: Delimiters, charset: str) -> str | None:
     return None
 
 
+def escape(text: str, delims: Delimiters = DEFAULT_DELIMITERS) -> str:
+    """Text -> an ER7 text value: delimiters escaped, line breaks as ``\\.br\\`` (the inverse of unescape)."""
+    e = delims.escape
+    out = text.replace(e, f"{e}E{e}")
+    for char, code in ((delims.field, "F"), (delims.component, "S"), (delims.subcomponent, "T"), (delims.repetition, "R")):
+        out = out.replace(char, f"{e}{code}{e}")
+    return out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{e}.br{e}")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Date/time (DTM, DT, TS)
 
@@ -339,3 +348,56 @@ def segments_of(version: str) -> frozenset[str]:
 def first_version_defining(segment: str) -> str | None:
     """The oldest hl7apy version whose tables define ``segment`` (for PRT in a 2.5.1 message: 2.7)."""
     return next((v for v in SUPPORTED_VERSIONS if segment in segments_of(v)), None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hl7apy's full element tree: slow (tens of ms a message), for audits and for cross-checking the tokeniser
+
+
+def hl7apy_parse(message: str, *, find_groups: bool = False):
+    """Parse one message with hl7apy, leniently; returns (hl7apy Message, notes on what had to be adapted).
+
+    hl7apy needs CR separators, rejects versions it has no tables for and segments its version's tables
+    lack (PRT in 2.5.1). Rather than lose such a message, it is re-read with the nearest supported version,
+    or with the oldest version that defines the unknown segment, and that is noted.
+    """
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    text = message.replace("\r\n", "\r").replace("\n", "\r").strip("\r\n \ufeff")
+    lines = [ln for ln in text.split("\r") if ln.strip()]
+    delims = read_delimiters(lines[0])
+    msh = lines[0].split(delims.field)
+    while len(msh) < 12:
+        msh.append("")
+    declared = msh[11].split(delims.component)[0]
+    version = resolve_version(declared) or "2.5.1"
+    notes: list[str] = [] if version == declared else [f"version {declared or 'empty'} read as {version}"]
+    unknown = sorted({ln[:3] for ln in lines} - segments_of(version) - {"MSH"})
+    unknown = [name for name in unknown if not name.startswith("Z")]  # hl7apy reads Z-segments as they are
+    # Newer versions that define every unknown segment, oldest first; hl7apy's tables for some of them fail
+    # on fields withdrawn from the standard, so each is only a candidate.
+    candidates = [version] if not unknown else [
+        v for v in SUPPORTED_VERSIONS
+        if _version_key(v) > _version_key(version) and all(name in segments_of(v) for name in unknown)
+    ]
+    for candidate in candidates:
+        msh[11] = candidate
+        lines[0] = delims.field.join(msh)
+        try:
+            parsed = parse_message("\r".join(lines), find_groups=find_groups, validation_level=VALIDATION_LEVEL.TOLERANT)
+        except Exception:  # hl7apy raises assorted types (InvalidName, TypeError) for tables it cannot apply
+            continue
+        if candidate != version:
+            notes.append(f"{', '.join(unknown)} need HL7 {candidate}: read as {candidate}")
+        return parsed, notes
+    # Last resort: leave the unknown segments out of hl7apy's tree (the caller keeps their raw text).
+    msh[11] = version
+    lines[0] = delims.field.join(msh)
+    kept = [ln for ln in lines if ln[:3] not in unknown]
+    notes.append(f"{', '.join(unknown)} not parsed by hl7apy (unknown to HL7 {version})")
+    try:
+        parsed = parse_message("\r".join(kept), find_groups=find_groups, validation_level=VALIDATION_LEVEL.TOLERANT)
+    except Exception as exc:
+        raise MalformedMessage(f"hl7apy cannot parse the message ({type(exc).__name__})") from None
+    return parsed, notes
