@@ -257,6 +257,7 @@ class Service:
         self._done.add(_key(record))
         ids = _ids(record, outcome.message_id)
         error = dead_letter or outcome.error
+        self.metrics.handled.labels("rejected" if error is not None else outcome.status).inc()
         if error is not None:
             kind = getattr(error, "kind", type(error).__name__)
             self.metrics.dead_lettered.labels(kind).inc()

@@ -20,6 +20,9 @@ class ServiceMetrics:
         self.retries = Counter(
             "radbridge_retries", "Batch attempts that failed with a retryable error", ["stage", "error_type"], registry=r
         )
+        self.handled = Counter(
+            "radbridge_handled", "Input records fully handled, by outcome", ["status"], registry=r
+        )
         self.commits = Counter("radbridge_commits", "Offset commits", registry=r)
         self.generation_seconds = Histogram(
             "radbridge_generation_seconds", "Drafter.process time per batch", buckets=_LATENCY_BUCKETS, registry=r
