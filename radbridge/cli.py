@@ -71,6 +71,46 @@ def show_settings() -> None:
     typer.echo(json.dumps(Settings().public_dict(), indent=2, default=str))
 
 
+@app.command()
+def serve(
+    backend: Optional[Backend] = typer.Option(None, help="local | tgi | openai | instant"),
+    url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
+) -> None:
+    """Run the Kafka service (no RADBRIDGE_KAFKA_BOOTSTRAP: the embedded broker on 127.0.0.1)."""
+    from .service.runner import serve as run_service
+
+    settings = _settings(backend=backend, model_url=url)
+    _configure_logging(settings.log_level)
+    run_service(settings)
+
+
+@app.command()
+def publish(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="HL7 v2 or FHIR JSON files"),
+    topic: Optional[str] = typer.Option(None, help="default: the first of RADBRIDGE_INPUT_TOPICS"),
+) -> None:
+    """Send files to a topic, one record per file (default broker: the embedded one of `radbridge serve`)."""
+    from .service.publish import publish_files
+    from .service.runner import bootstrap_address
+
+    settings = _settings()
+    sent = publish_files(settings, bootstrap_address(settings), topic or settings.input_topics[0], files)
+    typer.echo(json.dumps({"published": sent, "topic": topic or settings.input_topics[0]}))
+
+
+@app.command()
+def demo(
+    backend: Optional[Backend] = typer.Option(None, help="default: local (the real model)"),
+    openi: int = typer.Option(6, help="OpenI reports from ../shared to add to the project's fixtures"),
+) -> None:
+    """Start the embedded broker and the service, publish sample messages, print each draft as it arrives."""
+    from .demo import demo_samples, run_demo
+
+    settings = _settings(backend=backend, embedded_port=0, metrics_port=0, log_level="ERROR")
+    _configure_logging(settings.log_level)
+    run_demo(settings, demo_samples(openi))
+
+
 def main() -> None:  # pragma: no cover
     logging.captureWarnings(True)
     app()
