@@ -5,7 +5,8 @@ For each Draft the Bundle holds:
 ``DiagnosticReport`` (conditional create: ``POST`` with ``ifNoneExist: identifier=urn:radbridge:draft|<key>``)
     ``status`` preliminary (or partial; never final), ``conclusion`` = the draft impression, the source's
     procedure ``code`` (LOINC 18748-4 "Diagnostic imaging study" when it had none), category RAD (v2-0074),
-    ``subject`` (literal reference when the source had one, else a logical reference by identifier),
+    ``subject`` (the source's literal reference when it is portable — ``Type/id`` or an absolute URL, on the
+    assumption that source and target are the same FHIR server — else a logical reference by identifier),
     the source's order-level identifiers (accession, placer, filler: they name the study, not the source
     report, so copying them does not make two reports share a report id) plus radbridge's own
     ``urn:radbridge:draft`` identifier, ``basedOn`` (the source's references, else a logical ServiceRequest
@@ -288,9 +289,19 @@ def _order_identifiers(report: Report) -> list[dict]:
     return [_identifier(i) for i in report.identifiers if i.type_code in ORDER_ID_TYPES]
 
 
+def _portable(reference: str | None) -> bool:
+    """A literal reference that means the same thing outside the source message.
+
+    ``urn:uuid:``/``urn:oid:`` fullUrls and ``#contained`` ids only resolve inside the Bundle or resource they
+    came from; copied into our transaction they would be unresolvable, so the logical identifier is used instead.
+    """
+    return bool(reference) and not reference.startswith(("urn:", "#"))  # type: ignore[union-attr]
+
+
 def _based_on(report: Report) -> list[dict]:
-    if report.based_on:
-        return [{"reference": ref} for ref in report.based_on]
+    literal = [{"reference": ref} for ref in report.based_on if _portable(ref)]
+    if literal:
+        return literal
     by_type = {i.type_code: i for i in report.identifiers if i.type_code in ORDER_ID_TYPES}
     for type_code in ORDER_ID_TYPES:
         if type_code in by_type:
@@ -299,7 +310,7 @@ def _based_on(report: Report) -> list[dict]:
 
 
 def _subject(report: Report) -> dict | None:
-    if report.patient_reference:
+    if _portable(report.patient_reference):
         return {"reference": report.patient_reference}
     if report.patient is not None:
         return {"type": "Patient", "identifier": _identifier(report.patient)}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,8 +13,9 @@ import pytest
 from radbridge.adapters.fhir_store import HttpFhirStore
 from radbridge.adapters.fhir_writer import build_bundle
 from radbridge.domain import Coding, Draft, GenerationParams, Identifier, ModelInfo, Report, SourceRef
-from radbridge.errors import StoreRejected
+from radbridge.errors import PermanentError, StoreRejected
 from radbridge.ids import DRAFT_SYSTEM
+from radbridge.reading import read_message
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +142,35 @@ def test_invalid_resource_is_rejected_with_server_diagnostics(store):
     assert "No acute cardiopulmonary process" not in str(exc.value)
     assert "MRN-7" not in str(exc.value)
 
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _reports(path: Path) -> list[Report]:
+    try:
+        items = read_message(path.read_bytes(), location=path.name)
+    except PermanentError:
+        return []  # malformed on purpose; the readers' tests cover the rejection
+    return [r for r in items if isinstance(r, Report)]
+
+
+SOURCES = [
+    p for p in sorted((FIXTURES / "hl7v2").glob("*.hl7")) + sorted((FIXTURES / "fhir").glob("*.json")) if _reports(p)
+]
+
+
+def test_fixture_sources_cover_both_formats():
+    assert sum(p.suffix == ".hl7" for p in SOURCES) >= 5 and sum(p.suffix == ".json" for p in SOURCES) >= 3
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_reports_from_the_readers_are_accepted_by_the_server(store, path):
+    """Every report shape the readers produce (identifier systems, references, dates) becomes a storable Bundle."""
+    reports = _reports(path)
+    drafts = [replace(draft("unused"), report=r, impression=f"Draft {i}.") for i, r in enumerate(reports)]
+    bundle = build_bundle(drafts, recorded=RECORDED, validate=True)
+    ids = _ids(store.transact(bundle))
+    stored = [store.read(t, i) for _, t, i in ids if t == "DiagnosticReport"]
+    assert [dr["conclusion"] for dr in stored] == [f"Draft {i}." for i in range(len(reports))]
+    assert all(dr["status"] == "preliminary" for dr in stored)

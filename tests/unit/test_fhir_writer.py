@@ -271,3 +271,21 @@ def test_message_control_id_fits_msh10():
     assert message_control_id(key) == message_control_id(key)
     assert len(message_control_id(key)) == 20
     assert message_control_id(key) != message_control_id(make_draft(index=1).report.source.key)
+
+
+def test_bundle_local_references_from_the_source_are_not_copied():
+    # urn:uuid fullUrls of the source Bundle and #contained ids mean nothing in our transaction
+    d = make_draft(patient_reference="urn:uuid:7d1c0f5e-0000-4000-8000-000000000001", based_on=("#order",))
+    (dr,) = resources(build_bundle([d], recorded=RECORDED), "DiagnosticReport")
+    assert dr["subject"]["identifier"]["value"] == "555-44"
+    assert dr["basedOn"][0]["identifier"]["value"] == "ACC-9"
+    no_patient = make_draft(patient=None, patient_reference="urn:uuid:7d1c0f5e-0000-4000-8000-000000000001")
+    (dr,) = resources(build_bundle([no_patient], recorded=RECORDED), "DiagnosticReport")
+    assert "subject" not in dr
+
+
+def test_ids_are_frozen():
+    # Changing how ids are derived would make every replay of old messages create duplicates.
+    assert resource_uuid("0123456789abcdef0123456789abcdef-0", "DiagnosticReport") == "9f42b047-1d09-530d-a4f0-61eb3f354da5"
+    assert device_id(ModelInfo(backend="local", base_model="m")) == "93ca5b18-a721-5d53-a6af-bc168e7192f0"
+    assert message_control_id("0123456789abcdef0123456789abcdef-0") == "RB83ae7c4b67577cce7c"
