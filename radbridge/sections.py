@@ -48,7 +48,13 @@ _ALTERNATION = "|".join(sorted((re.escape(s).replace(r"\ ", r"\s+") for s in _BY
 # A heading is recognised at the start of a line (any case), or inline when written in capitals
 # ("... normal. IMPRESSION: ..."), which is how single-line OBX text carries several sections.
 _LINE_HEADING = re.compile(rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})[ \t]*(?::|-(?=\s))[ \t]*")
+# A heading alone on its line, without a colon ("IMPRESSION" then the text on the next lines).
+_BARE_HEADING = re.compile(rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})[ \t]*:?[ \t]*$\n?")
 _INLINE_HEADING = re.compile(rf"(?<=[\s.;])(?P<h>{_ALTERNATION.upper()})[ \t]*:[ \t]*")
+# "... is normal. Impression: ..." -- a capitalised heading right after a sentence ends; the lower-case
+# "the impression: ..." inside a sentence is prose and stays.
+_TITLE_ALTERNATION = "|".join(sorted((a[:1].upper() + a[1:] for a in _ALTERNATION.split("|")), key=len, reverse=True))
+_SENTENCE_HEADING = re.compile(rf"(?<=[.;!?])[ \t]+(?P<h>{_TITLE_ALTERNATION})[ \t]*:[ \t]*")
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,10 @@ def split_sections(text: str | None) -> Sections:
     if not text or not text.strip():
         return Sections()
     marks: list[tuple[int, int, str]] = []
-    for m in _LINE_HEADING.finditer(text):
-        marks.append((m.start(), m.end(), _normalise(m["h"])))
-    for m in _INLINE_HEADING.finditer(text):
-        if not any(s <= m.start() < e for s, e, _ in marks):
-            marks.append((m.start(), m.end(), _normalise(m["h"])))
+    for pattern in (_LINE_HEADING, _BARE_HEADING, _INLINE_HEADING, _SENTENCE_HEADING):
+        for m in pattern.finditer(text):
+            if not any(s <= m.start() < e or s < m.end() <= e for s, e, _ in marks):
+                marks.append((m.start(), m.end(), _normalise(m["h"])))
     marks.sort()
     if not marks:
         return Sections(preamble=_tidy(text))
