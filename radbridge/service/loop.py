@@ -241,17 +241,23 @@ class Service:
         """Send, then wait for every ack (acks=all). Any failure is retryable: keys make resends harmless."""
         if not items:
             return
+        failure: KafkaError | None = None
         try:
             futures = [
                 (record, self.producer.send(out.topic, key=out.key, value=out.value, headers=out.headers))
                 for record, out in items
             ]
             self.producer.flush(timeout=self.send_timeout_s)
-            for record, future in futures:
-                future.get(timeout=self.send_timeout_s)
-                self._sent.add(_key(record))
         except KafkaError as exc:
-            raise StoreUnavailable(f"Kafka did not acknowledge the output ({type(exc).__name__})") from exc
+            raise StoreUnavailable(f"Kafka did not accept the output ({type(exc).__name__})") from exc
+        for record, future in futures:
+            try:
+                future.get(timeout=self.send_timeout_s)
+                self._sent.add(_key(record))  # acked: a retry of the batch will not send it again
+            except KafkaError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise StoreUnavailable(f"Kafka did not acknowledge the output ({type(failure).__name__})") from failure
 
     def _mark_done(self, record, outcome: Outcome, dead_letter: BaseException | None = None) -> None:
         self._done.add(_key(record))

@@ -1,0 +1,266 @@
+"""The consumer loop's commit, retry and rebalance rules, on in-memory stand-ins for the Kafka clients."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import deque
+from dataclasses import dataclass, field
+
+from kafka.errors import KafkaTimeoutError
+from kafka.structs import TopicPartition
+
+from radbridge.adapters.fhir_writer import bundle_bytes
+from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.errors import GeneratorUnavailable
+from radbridge.pipeline import Drafter
+from radbridge.service.backoff import Backoff
+from radbridge.service.loop import Service
+
+T0, T1 = TopicPartition("in", 0), TopicPartition("in", 1)
+
+
+def _report(n: int) -> bytes:
+    text = f"FINDINGS: Lungs are clear. No effusion. Study {n}."
+    return json.dumps({
+        "resourceType": "DiagnosticReport", "id": f"u{n}", "status": "preliminary",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5", "display": "XR Chest 2 Views"}]},
+        "subject": {"identifier": {"system": "urn:t", "value": f"P{n}"}},
+        "presentedForm": [{"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}],
+    }).encode()
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    timestamp: int = 1_700_000_000_000
+    headers: list = field(default_factory=list)
+
+
+class FakeConsumer:
+    def __init__(self, records: dict[TopicPartition, list[bytes]]):
+        self.queues = {tp: deque(Rec(tp.topic, tp.partition, i, v) for i, v in enumerate(vals))
+                       for tp, vals in records.items()}
+        self.assigned = set(records)
+        self.paused_tps: set = set()
+        self.commits: list[dict] = []
+        self.polls_while_paused = 0
+        self.listener = None
+        self.on_poll = None  # hook: lets a test stop the service or rebalance from inside poll()
+        self.closed = False
+
+    def subscribe(self, topics, listener):
+        self.listener = listener
+        listener.on_partitions_assigned(set(self.assigned))
+
+    def poll(self, timeout_ms=0, max_records=None):
+        if self.on_poll:
+            self.on_poll(self)
+        if self.paused_tps and self.paused_tps >= self.assigned:
+            self.polls_while_paused += 1
+        out, room = {}, max_records or 10**9
+        for tp in sorted(self.assigned - self.paused_tps):
+            q = self.queues.get(tp, deque())
+            while q and room:
+                out.setdefault(tp, []).append(q.popleft())
+                room -= 1
+        return out
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def pause(self, *tps):
+        self.paused_tps |= set(tps)
+
+    def resume(self, *tps):
+        self.paused_tps -= set(tps)
+
+    def paused(self):
+        return set(self.paused_tps)
+
+    def seek(self, tp, offset):
+        raise AssertionError("no record should be returned while paused")
+
+    def commit(self, offsets):
+        self.commits.append({tp: om.offset for tp, om in offsets.items()})
+
+    def highwater(self, tp):
+        return None
+
+    def close(self, autocommit=True):
+        assert autocommit is False
+        self.closed = True
+
+
+class Future:
+    def __init__(self, error=None):
+        self.error = error
+
+    def get(self, timeout=None):
+        if self.error:
+            raise self.error
+
+
+class FakeProducer:
+    def __init__(self, fail_first: int = 0):
+        self.fail_first = fail_first
+        self.sent: list[tuple] = []
+        self.acked: list[tuple] = []
+
+    def send(self, topic, key=None, value=None, headers=None):
+        self.sent.append((topic, key, value, headers))
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            return Future(KafkaTimeoutError("no ack"))
+        self.acked.append((topic, key, value, headers))
+        return Future()
+
+    def flush(self, timeout=None):
+        pass
+
+    def close(self, timeout=None):
+        pass
+
+
+class SwitchableGenerator(InstantGenerator):
+    def __init__(self):
+        super().__init__()
+        self.down = False
+
+    def generate(self, prompts, params):
+        if self.down:
+            self.calls += 1
+            raise GeneratorUnavailable("model server down")
+        return super().generate(prompts, params)
+
+
+def _service(consumer, producer, generator=None, batch_size=8) -> Service:
+    return Service(
+        consumer=consumer, producer=producer, drafter=Drafter(generator or InstantGenerator()),
+        input_topics=["in"], output_topic="out", dlq_topic="dlq", serialize=bundle_bytes,
+        batch_size=batch_size, batch_wait_ms=0, backoff=Backoff(initial_s=0.01, max_s=0.02, jitter=0),
+    )
+
+
+def _stop_when_drained(service):
+    def hook(consumer):
+        if all(not q for q in consumer.queues.values()) and not service._pending:
+            service.stop()
+    return hook
+
+
+def test_commits_each_partition_after_its_outputs_are_acked():
+    consumer = FakeConsumer({T0: [_report(i) for i in range(3)], T1: [_report(10 + i) for i in range(2)] + [b"junk"]})
+    producer = FakeProducer()
+    service = _service(consumer, producer)
+    consumer.on_poll = _stop_when_drained(service)
+    service.run()
+
+    assert [t for t, *_ in producer.acked].count("out") == 5
+    dlq = [(k, v) for t, k, v, _ in producer.acked if t == "dlq"]
+    assert dlq == [(None, b"junk")]
+    merged: dict = {}
+    for c in consumer.commits:
+        merged.update(c)
+    assert merged == {T0: 3, T1: 3}
+    assert consumer.closed
+
+
+def test_a_missing_ack_means_no_commit_and_only_the_unacked_output_is_resent():
+    consumer = FakeConsumer({T0: [_report(i) for i in range(3)]})
+    producer = FakeProducer(fail_first=1)
+    service = _service(consumer, producer)
+    commits_seen_at_failure = []
+    original_send = producer.send
+
+    def send(*a, **kw):
+        future = original_send(*a, **kw)
+        if future.error:
+            commits_seen_at_failure.append(len(consumer.commits))
+        return future
+
+    producer.send = send
+    consumer.on_poll = _stop_when_drained(service)
+    service.run()
+
+    assert commits_seen_at_failure == [0]
+    keys_sent = [k for _, k, _, _ in producer.sent]
+    assert len(keys_sent) == 4 and len(set(keys_sent)) == 3  # the failed one once more, the acked ones not again
+    assert consumer.commits == [{T0: 3}]
+
+
+def test_outage_pauses_partitions_keeps_polling_and_never_commits_or_dead_letters():
+    consumer = FakeConsumer({T0: [_report(i) for i in range(4)]})
+    producer = FakeProducer()
+    generator = SwitchableGenerator()
+    generator.down = True
+    service = _service(consumer, producer, generator)
+
+    def hook(c):
+        if generator.calls >= 3:
+            service.stop()  # SIGTERM during the outage: give up the batch, commit nothing
+
+    consumer.on_poll = hook
+    service.run()
+
+    assert consumer.polls_while_paused >= 2  # heartbeats / poll interval kept alive while backing off
+    assert consumer.commits == [] and producer.sent == []
+    assert service.metrics.registry.get_sample_value(
+        "radbridge_retries_total", {"stage": "generate", "error_type": "generator_unavailable"}) >= 2
+
+
+def test_outage_then_recovery_drafts_the_same_batch():
+    consumer = FakeConsumer({T0: [_report(i) for i in range(4)]})
+    producer = FakeProducer()
+    generator = SwitchableGenerator()
+    generator.down = True
+    service = _service(consumer, producer, generator)
+
+    def hook(c):
+        if c.polls_while_paused >= 3:
+            generator.down = False
+        if not generator.down and not c.paused_tps:
+            _stop_when_drained(service)(c)
+
+    consumer.on_poll = hook
+    service.run()
+    assert consumer.commits == [{T0: 4}]
+    assert len(producer.acked) == 4
+    assert not consumer.paused_tps
+
+
+def test_rebalance_during_outage_drops_lost_partition_and_pauses_new_assignment():
+    consumer = FakeConsumer({T0: [_report(i) for i in range(2)], T1: [_report(10 + i) for i in range(2)]})
+    producer = FakeProducer()
+    generator = SwitchableGenerator()
+    generator.down = True
+    service = _service(consumer, producer, generator)
+    state = {"rebalanced": False}
+
+    def hook(c):
+        if c.polls_while_paused >= 2 and not state["rebalanced"]:
+            state["rebalanced"] = True
+            c.listener.on_partitions_revoked({T0, T1})
+            c.assigned = {T0}  # T1 went to another instance
+            c.paused_tps = set()  # a new assignment starts unpaused in kafka-python
+            c.listener.on_partitions_assigned({T0})
+            assert c.paused_tps == {T0}  # the loop re-paused it: no new work while the model is down
+            # the consumer restarts T0 from the committed offset (none yet): redeliver its records
+            c.queues[T0] = deque(Rec("in", 0, i, _report(i)) for i in range(2))
+            generator.down = False
+        elif state["rebalanced"] and not c.paused_tps:
+            _stop_when_drained(service)(c)
+
+    consumer.on_poll = hook
+    service.run()
+
+    merged: dict = {}
+    for commit in consumer.commits:
+        merged.update(commit)
+    assert merged == {T0: 2}  # T1's records were dropped, never committed by us
+    assert len(producer.acked) == 2
