@@ -186,7 +186,7 @@ def _read_bundle(bundle: dict, msg: _Message) -> list[Report | Skipped]:
     ident = bundle.get("identifier")
     msg.message_id = _str(bundle.get("id")) or (_str(ident.get("value")) if isinstance(ident, dict) else None)
     btype = bundle.get("type")
-    if btype not in BUNDLE_TYPES:
+    if not isinstance(btype, str) or btype not in BUNDLE_TYPES:
         raise MalformedMessage("Bundle.type missing or not a Bundle type", where="Bundle.type", message_id=msg.message_id)
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):

@@ -332,6 +332,7 @@ def _dr(**extra) -> dict:
         (b'{"resourceType": "NoSuchThing"}', "resourceType"),
         (json.dumps(_dr(status="done")).encode(), "DiagnosticReport.status"),
         (json.dumps({"resourceType": "Bundle", "id": "b", "entry": []}).encode(), "Bundle.type"),
+        (json.dumps({"resourceType": "Bundle", "id": "b", "type": ["batch"], "entry": []}).encode(), "Bundle.type"),
         (json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [{"resource": {"id": "x"}}]}).encode(), "Bundle.entry[0].resource"),
         (
             json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
