@@ -268,9 +268,17 @@ class _Text:
     text: str
 
 
-def _obx_label(msg: Message, obx: Segment, ordinal: int) -> str:
-    summary = _code_summary(msg, obx[3])
-    return f"OBX[{ordinal}] {obx[2].strip() or '?'}" + (f" {summary}" if summary else "")
+class _LazyLabel:
+    """An OBX's name for `unmapped`, built only if it is needed (most OBX land in the report)."""
+
+    __slots__ = ("msg", "obx", "ordinal")
+
+    def __init__(self, msg: Message, obx: Segment, ordinal: int):
+        self.msg, self.obx, self.ordinal = msg, obx, ordinal
+
+    def __format__(self, spec: str) -> str:
+        summary = _code_summary(self.msg, self.obx[3])
+        return f"OBX[{self.ordinal}] {self.obx[2].strip() or '?'}" + (f" {summary}" if summary else "")
 
 
 def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: list[str]) -> Report | Skipped:
@@ -293,7 +301,7 @@ def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: lis
         vtype = obx[2].strip().upper()
         code, name = msg.comp(obx[3], 1), msg.comp(obx[3], 2)
         status = obx[11].strip().upper()
-        label = _obx_label(msg, obx, ordinal)
+        label = _LazyLabel(msg, obx, ordinal)
         if status in codes.EXCLUDED_OBX_STATUSES:
             unmapped.append(f"{label} (result status {status}: not used)")
             continue
