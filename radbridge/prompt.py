@@ -76,7 +76,9 @@ class Prompt:
 
 
 def _clean_field(text: str | None) -> str:
-    return re.sub(r"\s+", " ", text or "").strip()
+    # One line per field; a line that ends without punctuation (one OBX line each) still ends a sentence.
+    text = re.sub(r"(?<=[A-Za-z0-9)%])[ \t]*\n\s*", ". ", (text or "").strip())
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def build(

@@ -29,9 +29,22 @@ CASES = {
     "r4spec_ultrasound": SHARED / "fhir" / "r4spec-ibm_diagnosticreport-example-ultrasound.json",
     "gcp_ct_head_neck": SHARED / "fhir" / "gcp_R4_DiagnosticReport-f201-ct-head-neck.json",
 }
-CASES.update({f"own_{p.stem}": p for p in sorted((ROOT / "tests" / "fixtures" / "hl7v2").glob("rad_*.hl7"))[:4]})
-CASES.update({f"own_{p.stem}": p for p in sorted((ROOT / "tests" / "fixtures" / "fhir").glob("*rad*.json"))[:3]})
-
+OWN = ROOT / "tests" / "fixtures"
+for name in (
+    "ct_abdomen_headings_crlf_v251.hl7",
+    "cxr_gdt_suffix_lf_v23.hl7",
+    "multi_obr_two_rad_one_lab_v251.hl7",
+    "mri_knee_fnd_imp_mllp_bom_v24.hl7",
+    "escapes_custom_delimiters_v251.hl7",
+):
+    CASES[f"own_{Path(name).stem}"] = OWN / "hl7v2" / name
+for name in (
+    "dr_plain_headings_preliminary.json",
+    "bundle_message_two_reports.json",
+    "dr_contained_observations.json",
+    "bundle_collection_urn.json",
+):
+    CASES[f"own_{Path(name).stem}"] = OWN / "fhir" / name
 
 def _jsonable(obj):
     if isinstance(obj, datetime):
@@ -44,7 +57,8 @@ def _jsonable(obj):
 def snapshot(path: Path) -> dict:
     # replay: signed example reports are drafted too, so every case exercises the whole chain
     drafter = Drafter(InstantGenerator(), mode=Mode.REPLAY)
-    [outcome] = drafter.process([Envelope(path.read_bytes(), location=path.name, received_at=RECEIVED)])
+    data = path.read_bytes()
+    [outcome] = drafter.process([Envelope(data, location=path.name, received_at=RECEIVED)])
     snap: dict = {"status": outcome.status, "format": outcome.format}
     if outcome.error is not None:
         snap["error"] = {"kind": outcome.error.kind, "reason": str(outcome.error)}

@@ -53,3 +53,8 @@ def test_chatml_rendering_ends_at_the_assistant_turn():
 )
 def test_clean_completion(raw, expected):
     assert prompt.clean_completion(raw) == expected
+
+
+def test_lines_of_report_text_stay_separate_sentences():
+    p = prompt.build(prompt.DEFAULT_TEMPLATE, "Heart normal\nLungs clear.\n\nNo effusion")
+    assert p.user.endswith("Findings: Heart normal. Lungs clear. No effusion")
