@@ -35,6 +35,10 @@ class FhirStore(Protocol):
 
     def read(self, resource_type: str, resource_id: str) -> dict | None: ...
 
+    def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
+        """The matching resources (all pages)."""
+        ...
+
 
 @runtime_checkable
 class ExampleSource(Protocol):
