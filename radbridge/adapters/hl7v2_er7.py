@@ -170,17 +170,6 @@ def split_segments(text: str, delims: Delimiters, *, message_id: str | None = No
     return segments
 
 
-def components(value: str, delims: Delimiters) -> list[str]:
-    return value.split(delims.component)
-
-
-def component(value: str, n: int, delims: Delimiters) -> str:
-    """Component n (1-based) of a field value, or ""; the first repetition only."""
-    first = value.split(delims.repetition, 1)[0]
-    parts = first.split(delims.component)
-    return parts[n - 1] if n <= len(parts) else ""
-
-
 def repetitions(value: str, delims: Delimiters) -> list[str]:
     return value.split(delims.repetition) if value else []
 

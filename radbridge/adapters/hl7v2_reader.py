@@ -40,8 +40,6 @@ from .hl7v2_er7 import (
 
 __all__ = ["split_hl7_stream", "read_hl7v2", "Message", "parse"]
 
-# Segments whose content a Report takes (anything else in a group is named in `unmapped`).
-_GROUP_SEGMENTS_USED = {"OBR", "OBX"}
 # Segments that begin a new order group or a new patient, closing the current OBR group.
 _PATIENT_LEVEL = {"PID", "PD1", "PV1", "PV2", "NK1", "GT1", "IN1", "AL1", "DG1"}
 _LABEL_MAX = 60  # a coded text result this short reads as "Name: value" inside the findings
@@ -147,9 +145,9 @@ def parse(data: bytes) -> Message:
         version = resolved
         if resolved != declared:
             notes.append(f"MSH-12 version {declared[:12]} read with HL7 {resolved} tables")
-    if msh[18].strip():
-        # MSH-18 names the character set; the bytes decide (UTF-8 if they decode as such), so it is only noted.
-        pass
+    if charset != "utf-8":
+        # MSH-18 is often absent or wrong; the bytes decide, and a non-UTF-8 read is worth knowing about.
+        notes.append(f"bytes are not UTF-8: read as {charset}")
 
     header, groups = _group(segments)
     return Message(

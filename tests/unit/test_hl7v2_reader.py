@@ -482,6 +482,7 @@ def test_latin1_bytes_are_read():
     data = data.replace(b"AOU", "äöü".encode("latin-1"))
     (r,) = read_hl7v2(data)
     assert r.findings.endswith("äöü.")
+    assert "bytes are not UTF-8: read as cp1252" in r.unmapped
 
 
 # ---------------------------------------------------------------------------------------------------------
