@@ -111,6 +111,28 @@ def demo(
     run_demo(settings, demo_samples(openi))
 
 
+@app.command("eval")
+def eval_cmd(
+    data: Path = typer.Option(..., exists=True, dir_okay=False, help="JSONL with findings and impression"),
+    out: Path = typer.Option(..., help="results JSON"),
+    limit: Optional[int] = typer.Option(None, help="first N reports only"),
+    baseline: Optional[str] = typer.Option(None, help="constant | retrieval (no model)"),
+    train: Optional[Path] = typer.Option(None, help="JSONL of training reports (retrieval baseline and examples)"),
+    adapter: Optional[str] = typer.Option(None, help="model folder with manifest, PEFT folder, or 'none'; default model/"),
+    template: Optional[str] = typer.Option(None, help="prompt template id; default: the adapter's manifest"),
+    batch_size: int = typer.Option(8),
+    max_new_tokens: int = typer.Option(64),
+) -> None:
+    """Score drafts (model or baseline) against the reports' own impressions: ROUGE, clinical F1, laterality."""
+    from .evaluation import run, summary_line
+    from .settings import SHIPPED_MODEL_DIR
+
+    adapter = adapter or (None if baseline else str(SHIPPED_MODEL_DIR))
+    result = run(data, out, limit=limit, baseline=baseline, train=train, adapter=adapter, template_id=template,
+                 batch_size=batch_size, max_new_tokens=max_new_tokens)
+    typer.echo(summary_line(result))
+
+
 def main() -> None:  # pragma: no cover
     logging.captureWarnings(True)
     app()

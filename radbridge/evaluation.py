@@ -174,3 +174,60 @@ def summary_line(result: dict) -> str:
         f"clinF1={result['clinical_f1']:.4f} lat={result['laterality_errors']} "
         f"words={result['mean_draft_words']:.1f}/{result['mean_reference_words']:.1f}"
     )
+
+
+def run(
+    data: str | Path,
+    out: str | Path,
+    *,
+    limit: int | None = None,
+    baseline: str | None = None,
+    train: str | Path | None = None,
+    adapter: str | Path | None = None,
+    template_id: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    progress: bool = True,
+) -> dict:
+    """What ``radbridge eval`` does: one row of the results table, written as JSON.
+
+    ``baseline`` constant|retrieval, or the local model: ``adapter`` a released folder (with manifest.json,
+    whose prompt template is used), a bare PEFT folder, or "none" for the untuned base model.
+    """
+    from .domain import GenerationParams
+    from .prompt import PromptTemplate
+    from .retrieval import Retriever, default_examples_file
+
+    records = read_records(data, limit)
+    meta: dict = {"data": str(data), "limit": limit}
+    train_file = Path(train) if train else default_examples_file()
+    if baseline == "constant":
+        drafter, meta["system"] = constant_drafter(), "constant"
+    elif baseline == "retrieval":
+        if train_file is None:
+            raise ValueError("the retrieval baseline needs --train FILE.jsonl")
+        drafter, meta["system"] = retrieval_drafter(Retriever.from_jsonl(train_file)), "retrieval"
+        meta["train"] = str(train_file)
+    elif baseline:
+        raise ValueError(f"unknown baseline {baseline!r}: constant | retrieval")
+    else:
+        from .adapters.generator_local import LocalGenerator
+
+        if adapter in (None, "none"):
+            generator, manifest_template = LocalGenerator(batch_size=batch_size), None
+        elif (Path(adapter) / "manifest.json").is_file():
+            generator = LocalGenerator.from_manifest(adapter, batch_size=batch_size)
+            manifest_template = generator.manifest.prompt_template
+        else:
+            generator, manifest_template = LocalGenerator(adapter, batch_size=batch_size), None
+        template = PromptTemplate.from_id(template_id or manifest_template or "paper-v1")
+        retriever = Retriever.from_jsonl(train_file) if template.n_examples and train_file else None
+        params = GenerationParams(max_new_tokens=max_new_tokens)
+        drafter = model_drafter(generator, template, params, retriever=retriever, batch_size=batch_size, progress=progress)
+        info = generator.info
+        meta.update(system="local", adapter=str(adapter) if adapter else None, adapter_sha256=info.adapter_sha256,
+                    base_model=info.base_model, prompt_template=template.id, params=params.as_dict(),
+                    batch_size=batch_size, train=str(train_file) if retriever else None)
+    result = evaluate(records, drafter, meta)
+    write_results(result, out)
+    return result

@@ -16,6 +16,15 @@ from .prompt import Example
 from .textclean import CleanRules, clean_text, keep_report, truncate_words
 
 
+OPENI_SPLIT = "split_trienes2023.json"
+
+
+def default_examples_file() -> Path | None:
+    """The OpenI reports in ../shared beside the repository, when present (a site sets its own file)."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "openi" / "reports.jsonl"
+    return path if path.is_file() else None
+
+
 class Retriever:
     """Fitted once on a report collection; ``search`` is cosine similarity on word 1-2 gram TF-IDF."""
 
@@ -32,8 +41,15 @@ class Retriever:
 
     @classmethod
     def from_jsonl(cls, path: str | Path, rules: CleanRules = CleanRules()) -> "Retriever":
+        """Reports of a JSONL (fields findings, impression). For the OpenI file, whose split list sits beside
+        it, only the train split is used: a validation report must never be shown as its own example."""
+        path = Path(path)
         with open(path, encoding="utf-8") as fh:
             records = [json.loads(line) for line in fh if line.strip()]
+        split = path.parent / OPENI_SPLIT
+        if split.is_file():
+            train = set(json.loads(split.read_text())["train"])
+            records = [r for r in records if r.get("uid") in train]
         return cls([r for r in records if keep_report(r)], rules)
 
     def __len__(self) -> int:
@@ -56,6 +72,10 @@ class Retriever:
     def nearest_impressions(self, queries: Sequence[str]) -> list[str]:
         return [self.impressions[idx[0]] for idx in self.search(queries, 1)]
 
+    def examples_for(self, findings: str, k: int) -> list[Example]:
+        """The pipeline's ExampleSource port: one report at a time."""
+        return self.examples([findings], k)[0]
+
     def examples(
         self,
         queries: Sequence[str],
@@ -72,3 +92,7 @@ class Retriever:
             exs = [Example(truncate_words(self.findings[j], max_findings_words), self.impressions[j]) for j in idx]
             result.append(list(reversed(exs)))
         return result
+
+
+# The name the serving side uses for the same thing (ports.ExampleSource).
+ExampleIndex = Retriever
