@@ -655,3 +655,59 @@ def test_openi_reports_round_trip_through_headed_free_text():
         (r,) = read_hl7v2(oru(*lines))
         assert _norm(r.findings) == _norm(row["findings"]), row["uid"]
         assert _norm(r.impression) == _norm(row["impression"]), row["uid"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Nothing silently dropped
+
+
+def _all_reports():
+    for folder in (REF, OWN):
+        for path in sorted(folder.glob("*.hl7")):
+            if path.name.startswith("malformed"):
+                continue
+            for message in split_hl7_stream(path.read_bytes()):
+                for item in read_hl7v2(message):
+                    if isinstance(item, Report):
+                        yield path.name, message, item
+
+
+def test_every_segment_lands_in_the_report_or_is_named():
+    seen = 0
+    for name, message, report in _all_reports():
+        msg = parse(message)
+        group = msg.groups[report.source.index]
+        used_nte = not any(s.name == "OBX" for s in group.members)  # NTE carried the report text
+        segments = [s for s in msg.header if s.name not in ("MSH", "PID")] + [
+            s for s in group.members if s.name != "OBX" and not (s.name == "NTE" and used_nte)
+        ]
+        for seg in segments:
+            assert any(u.startswith(f"{seg.name}[") for u in report.unmapped), (name, seg.name)
+        for obx_number, obx in enumerate((s for s in group.members if s.name == "OBX"), start=1):
+            value = obx[5]
+            if not value.strip():
+                continue
+            named = any(u.startswith(f"OBX[{obx_number}] ") for u in report.unmapped)
+            line = re.sub(r"^\s*[A-Za-z ]+:\s*", "", unescape(value.split(msg.delims.repetition)[0], msg.delims).split("\n")[0])
+            if not line.strip():
+                continue  # a heading alone on its line
+            first_words = line[:20]
+            in_text = any(first_words in (getattr(report, f) or "") for f in ("findings", "impression", "indication", "comparison", "technique"))
+            assert named or in_text, (name, obx_number)
+        seen += 1
+    assert seen >= 14
+
+
+def test_each_obr_group_takes_its_own_patient():
+    data = oru(FINDING.format(status="F")) + b"\rPID|1||M2^^^H^MR\r" + obr_with("71046^XR CHEST^C4", "RAD", "F").encode()
+    data += b"\rOBX|1|TX|||Second patient text.||||||F"
+    first, second = read_hl7v2(data)
+    assert first.patient.value == "M1" and second.patient.value == "M2"
+    assert second.findings == "Second patient text." and second.source.index == 1
+
+
+def test_accession_from_ipc_wins():
+    data = oru("IPC|ACC-IPC-9^RIS|STUDY1|1.2.3|SPS1|CT", FINDING.format(status="F"))
+    (r,) = read_hl7v2(data)
+    assert r.accession == r.identifiers[0] and r.accession.value == "ACC-IPC-9" and r.accession.system == "RIS"
+    assert "IPC[1]" in r.unmapped  # only IPC-1 is taken: the study UID and steps are named, not carried
