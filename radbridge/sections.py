@@ -47,7 +47,10 @@ _BY_SPELLING = {spelling: name for name, spellings in HEADINGS.items() for spell
 _ALTERNATION = "|".join(sorted((re.escape(s).replace(r"\ ", r"\s+") for s in _BY_SPELLING), key=len, reverse=True))
 # A heading is recognised at the start of a line (any case), or inline when written in capitals
 # ("... normal. IMPRESSION: ..."), which is how single-line OBX text carries several sections.
-_LINE_HEADING = re.compile(rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})[ \t]*(?::|-(?=\s))[ \t]*")
+# "INDICATION/CLINICAL QUESTION:" — a compound heading counts as its first known part
+_LINE_HEADING = re.compile(
+    rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})(?:[ \t]*/[ \t]*[a-z][a-z \t]{{0,40}}?)?[ \t]*(?::|-(?=\s))[ \t]*"
+)
 # A heading alone on its line, without a colon ("IMPRESSION" then the text on the next lines).
 _BARE_HEADING = re.compile(rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})[ \t]*:?[ \t]*$\n?")
 _INLINE_HEADING = re.compile(rf"(?<=[\s.;])(?P<h>{_ALTERNATION.upper()})[ \t]*:[ \t]*")

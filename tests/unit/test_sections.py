@@ -96,3 +96,10 @@ def test_every_spelling_is_recognised(name, spellings):
         assert getattr(s, name) == "some text", spelling
         s = split_sections(f"{spelling.title()}:\nsome text")
         assert getattr(s, name) == "some text", spelling
+
+
+def test_compound_heading_counts_as_its_first_known_part():
+    from radbridge.sections import split_sections
+
+    s = split_sections("INDICATION/CLINICAL QUESTION: cough\nFINDINGS: clear lungs\nIMPRESSION: normal")
+    assert (s.indication, s.findings, s.impression) == ("cough", "clear lungs", "normal")
