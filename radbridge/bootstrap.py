@@ -40,31 +40,28 @@ def build_generator(settings: Settings) -> Generator:
     if settings.backend == "local":
         from .adapters.generator_local import LocalGenerator
 
-        return LocalGenerator(adapter=_local_adapter(settings), batch_size=settings.local_batch_size)
+        adapter = _local_adapter(settings)
+        if adapter is not None and (adapter / "manifest.json").is_file():
+            # a released adapter: refuse to run if its files differ from the manifest's hashes
+            return LocalGenerator.from_manifest(adapter, batch_size=settings.local_batch_size)
+        return LocalGenerator(adapter, batch_size=settings.local_batch_size)
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
-    api_key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    from .adapters.model_client import RetryPolicy
+
+    remote = dict(
+        adapter=settings.adapter,
+        timeout=settings.request_timeout_s,
+        concurrency=settings.batch_size,
+        retry=RetryPolicy(attempts=settings.max_retries + 1),
+    )
     if settings.backend == "tgi":
         from .adapters.generator_tgi import TgiGenerator
 
-        return TgiGenerator(
-            settings.model_url,
-            adapter_id=settings.adapter,
-            timeout=settings.request_timeout_s,
-            max_retries=settings.max_retries,
-            concurrency=settings.batch_size,
-            api_key=api_key,
-        )
+        return TgiGenerator(settings.model_url, **remote)
     from .adapters.generator_openai import OpenAIGenerator
 
-    return OpenAIGenerator(
-        settings.model_url,
-        model=settings.adapter,
-        timeout=settings.request_timeout_s,
-        max_retries=settings.max_retries,
-        concurrency=settings.batch_size,
-        api_key=api_key,
-    )
+    return OpenAIGenerator(settings.model_url, **remote)
 
 
 def prompt_template(settings: Settings) -> PromptTemplate:

@@ -111,6 +111,26 @@ def demo(
     run_demo(settings, demo_samples(openi))
 
 
+@app.command("serve-model")
+def serve_model(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8080),
+    lora_adapters: Optional[str] = typer.Option(
+        None, envvar="LORA_ADAPTERS", help="name=/path,... like TGI's LORA_ADAPTERS; default: radiology=model/"
+    ),
+    max_batch_size: int = typer.Option(8, help="concurrent requests generated together"),
+    max_concurrent_requests: int = typer.Option(128, help="more in flight: 429 overloaded, as TGI"),
+) -> None:
+    """Serve the local model over TGI's HTTP protocol (/generate, /v1/chat/completions, /info, /health)."""
+    from .adapters.model_server import parse_adapters, serve
+    from .settings import SHIPPED_MODEL_DIR
+
+    adapters = parse_adapters(lora_adapters) if lora_adapters else (
+        {"radiology": str(SHIPPED_MODEL_DIR)} if (SHIPPED_MODEL_DIR / "adapter_config.json").is_file() else {}
+    )
+    serve(host, port, adapters, max_batch_size=max_batch_size, max_concurrent_requests=max_concurrent_requests)
+
+
 @app.command("eval")
 def eval_cmd(
     data: Path = typer.Option(..., exists=True, dir_okay=False, help="JSONL with findings and impression"),

@@ -60,7 +60,6 @@ class Settings(BaseSettings):
     # --- model -------------------------------------------------------------------------------------------
     backend: Backend = "local"
     model_url: str | None = Field(default=None, description="TGI or OpenAI-compatible base URL (tgi/openai)")
-    model_api_key: SecretStr | None = None
     adapter: str | None = Field(
         default=None, description="local: PEFT adapter folder (default: the shipped model/); tgi/openai: adapter id"
     )
