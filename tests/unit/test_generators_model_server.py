@@ -1,0 +1,195 @@
+"""The TGI-protocol model server's HTTP behaviour, on a fake model: validation, defaults, fallback, 429, batching."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from radbridge.adapters.generator_local import RowResult, TokenInfo
+from radbridge.adapters.model_server import ServerConfig, create_app, parse_adapters
+from radbridge.adapters.tgi_contract import load_contract
+
+CONTRACT = load_contract()
+
+
+class FakeTokenizer:
+    """One token per whitespace-separated word."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": list(range(len(text.split())))}
+
+    def decode(self, ids):
+        return " ".join("w" for _ in ids)
+
+
+class FakeModel:
+    """Stands in for LocalModel: echoes which adapter answered; can be held to simulate a busy model."""
+
+    def __init__(self, adapters=("radiology",)):
+        self.adapter_dirs = {a: f"/adapters/{a}" for a in adapters}
+        self.base_sha256 = "0" * 64
+        self.loaded = False
+        self.tokenizer = FakeTokenizer()
+        self.batches: list[list] = []
+        self.samplings = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def load(self):
+        self.loaded = True
+        return self
+
+    def chat_text(self, messages):
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+
+    def generate(self, rows, sampling):
+        self.release.wait(10)
+        self.batches.append(list(rows))
+        self.samplings.append(sampling)
+        out = []
+        for r in rows:
+            text = f"answer from {r.adapter or 'base'}"
+            toks = [TokenInfo(i + 10, "w", -0.5, False) for i in range(min(3, r.max_new_tokens))]
+            prefill = [TokenInfo(1, "p", None), TokenInfo(2, "q", -1.5)] if r.prefill_details else []
+            out.append(RowResult(text, "length", toks, input_length=5, prefill=prefill))
+        return out
+
+
+@pytest.fixture
+def model():
+    return FakeModel()
+
+
+@pytest.fixture
+def client(model):
+    app = create_app(model=model, config=ServerConfig(max_total_tokens=64, max_concurrent_requests=2, batch_wait_ms=1))
+    with TestClient(app) as c:
+        yield c
+
+
+def valid(resp, method: str, path: str) -> dict:
+    body = resp.json()
+    CONTRACT.validate_response(method, path, resp.status_code, body)
+    return body
+
+
+def test_info_health_models_follow_the_spec(client):
+    info = valid(client.get("/info"), "GET", "/info")
+    assert info["max_total_tokens"] == 64 and info["max_stop_sequences"] == 4
+    health = client.get("/health")
+    assert health.status_code == 200 and health.content == b""
+    valid(client.get("/v1/models"), "GET", "/v1/models")
+
+
+def test_generate_with_adapter_and_details(client, model):
+    req = {"inputs": "Findings: lungs clear", "parameters": {"adapter_id": "radiology", "details": True, "max_new_tokens": 3, "decoder_input_details": True}}
+    CONTRACT.validate("GenerateRequest", req)
+    resp = client.post("/generate", json=req)
+    body = valid(resp, "POST", "/generate")
+    assert body["generated_text"] == "answer from radiology"
+    assert body["details"]["generated_tokens"] == 3 and body["details"]["prefill"][1]["logprob"] == -1.5
+    assert resp.headers["x-generated-tokens"] == "3"
+    assert model.batches[-1][0].max_new_tokens == 3 and not model.samplings[-1].do_sample
+
+
+def test_defaults_follow_the_server_not_the_spec(client, model):
+    # with "parameters": details defaults to false (the spec says true); without it, the router samples
+    body = valid(client.post("/generate", json={"inputs": "a b", "parameters": {"max_new_tokens": 2}}), "POST", "/generate")
+    assert body["details"] is None and not model.samplings[-1].do_sample
+    valid(client.post("/generate", json={"inputs": "a b"}), "POST", "/generate")
+    assert model.samplings[-1].do_sample
+    assert model.batches[-1][0].max_new_tokens == 64 - 2  # max_total_tokens - input tokens
+
+
+def test_unknown_adapter_silently_uses_the_base_model(client, model, caplog):
+    with caplog.at_level(logging.WARNING, logger="radbridge.adapters.model_server"):
+        body = valid(
+            client.post("/generate", json={"inputs": "secret findings text", "parameters": {"adapter_id": "nope", "max_new_tokens": 2}}),
+            "POST",
+            "/generate",
+        )
+    assert body["generated_text"] == "answer from base"  # TGI's pitfall, reproduced on purpose
+    assert "nope" in caplog.text and "secret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "params,inputs,needle",
+    [
+        ({"max_new_tokens": 0}, "a", "max_new_tokens"),
+        ({"max_new_tokens": 2}, "", "cannot be empty"),
+        ({"max_new_tokens": 2, "stop": ["a", "b", "c", "d", "e"]}, "a", "up to 4 stop sequences"),
+        ({"max_new_tokens": 10}, " ".join(["w"] * 60), "must be <= 64"),
+        ({"max_new_tokens": 2, "temperature": 0.0, "do_sample": True}, "a", "temperature"),
+    ],
+)
+def test_validation_errors_are_422(client, params, inputs, needle):
+    resp = client.post("/generate", json={"inputs": inputs, "parameters": params})
+    assert resp.status_code == 422
+    body = valid(resp, "POST", "/generate")
+    assert body["error_type"] == "validation" and needle in body["error"]
+
+
+def test_malformed_body_is_a_422_error_response(client):
+    resp = client.post("/generate", json={"parameters": {}})
+    assert resp.status_code == 422
+    valid(resp, "POST", "/generate")
+
+
+def test_stream_events_and_stream_validation(client):
+    resp = client.post("/generate_stream", json={"inputs": "a b", "parameters": {"max_new_tokens": 3, "details": True}})
+    events = [json.loads(line[5:]) for line in resp.text.splitlines() if line.startswith("data:")]
+    for e in events:
+        CONTRACT.validate("StreamResponse", e)
+    assert [e["index"] for e in events] == [1, 2, 3]
+    assert events[-1]["generated_text"] == "answer from base" and events[-1]["details"]["input_length"] == 2
+    bad = client.post("/generate_stream", json={"inputs": "a", "parameters": {"decoder_input_details": True}})
+    [err] = [json.loads(line[5:]) for line in bad.text.splitlines() if line.startswith("data:")]
+    CONTRACT.validate("ErrorResponse", err)
+    assert err["error_type"] == "validation"
+
+
+def test_chat_completion_uses_model_as_adapter(client, model):
+    req = {"model": "radiology", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "temperature": 0, "logprobs": True}
+    CONTRACT.validate("ChatRequest", req)
+    body = valid(client.post("/v1/chat/completions", json=req), "POST", "/v1/chat/completions")
+    assert body["choices"][0]["message"]["content"] == "answer from radiology"
+    assert body["choices"][0]["finish_reason"] == "length" and len(body["choices"][0]["logprobs"]["content"]) == 3
+    assert not model.samplings[-1].do_sample
+    body = valid(client.post("/v1/chat/completions", json={**req, "model": "tgi"}), "POST", "/v1/chat/completions")
+    assert body["choices"][0]["message"]["content"] == "answer from base"
+
+
+def test_overloaded_server_answers_429(client, model):
+    model.release.clear()  # the model is busy; requests pile up in flight
+    req = {"inputs": "a", "parameters": {"max_new_tokens": 1}}
+    with ThreadPoolExecutor(3) as pool:
+        first = [pool.submit(client.post, "/generate", json=req) for _ in range(2)]
+        while client.app.state.service.in_flight < 2:
+            threading.Event().wait(0.01)
+        third = client.post("/generate", json=req)
+        model.release.set()
+        assert all(f.result().status_code == 200 for f in first)
+    assert third.status_code == 429
+    assert valid(third, "POST", "/generate")["error_type"] == "overloaded"
+
+
+def test_concurrent_requests_are_micro_batched(model):
+    app = create_app(model=model, config=ServerConfig(max_batch_size=4, batch_wait_ms=300))
+    with TestClient(app) as c, ThreadPoolExecutor(4) as pool:
+        reqs = [{"inputs": f"n{i}", "parameters": {"max_new_tokens": 1 + i, "adapter_id": "radiology" if i % 2 else None}} for i in range(4)]
+        results = list(pool.map(lambda r: c.post("/generate", json=r), reqs))
+    assert all(r.status_code == 200 for r in results)
+    assert [len(b) for b in model.batches] == [4]  # one forward batch, mixed adapters and lengths
+    assert sorted(r.adapter or "" for r in model.batches[0]) == ["", "", "radiology", "radiology"]
+
+
+def test_parse_adapters_uses_tgi_syntax():
+    assert parse_adapters("radiology=/a/b, other=/c") == {"radiology": "/a/b", "other": "/c"}
+    assert parse_adapters("") == {}
+    with pytest.raises(ValueError):
+        parse_adapters("org/hub-adapter")
