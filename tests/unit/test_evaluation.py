@@ -1,0 +1,124 @@
+"""Metrics and baselines of radbridge.evaluation on reports written for these tests."""
+
+import json
+
+import pytest
+
+from radbridge.evaluation import (
+    CONSTANT_IMPRESSION,
+    clinical_counts,
+    clinical_f1,
+    constant_drafter,
+    evaluate,
+    laterality_disagreements,
+    read_records,
+    retrieval_drafter,
+    rouge,
+    run,
+    score,
+)
+from radbridge.retrieval import Retriever
+from radbridge.textclean import CleanRules, clean_text, keep_report
+
+TRAIN = [
+    {"uid": 1, "findings": "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax.",
+     "impression": "No acute cardiopulmonary abnormality."},
+    {"uid": 2, "findings": "There is a large right pleural effusion with adjacent atelectasis. Heart size normal.",
+     "impression": "Large right pleural effusion."},
+    {"uid": 3, "findings": "The heart is enlarged. Pulmonary vascular congestion and interstitial edema are present.",
+     "impression": "Cardiomegaly with mild pulmonary edema."},
+]
+VALID = [
+    {"uid": 10, "findings": "Large right pleural effusion and atelectasis of the right base. Heart size is normal.",
+     "impression": "Large right pleural effusion."},
+    {"uid": 11, "findings": "Heart is normal in size. Lungs are clear. No pneumothorax or pleural effusion seen.",
+     "impression": "No acute disease."},
+]
+
+
+def test_rouge_identical_is_one_and_disjoint_is_zero():
+    assert rouge(["Large right effusion."], ["Large right effusion."]) == pytest.approx(
+        {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    )
+    assert rouge(["Cardiomegaly."], ["Pneumothorax."])["rouge1"] == 0.0
+
+
+def test_rouge_uses_stemming():
+    # "effusions" vs "effusion" only match after stemming
+    assert rouge(["Bilateral effusions."], ["Bilateral effusion."])["rouge1"] == pytest.approx(1.0)
+
+
+def test_clinical_f1_micro_over_positive_abnormal_mentions():
+    drafts = ["Large right pleural effusion.", "No acute disease.", "Cardiomegaly. Possible pneumonia."]
+    refs = ["Right pleural effusion and cardiomegaly.", "Pneumothorax.", "Cardiomegaly."]
+    c = clinical_counts(drafts, refs)
+    assert (c.tp, c.fp, c.fn) == (2, 0, 2)  # uncertain pneumonia is not a positive mention
+    assert clinical_f1(drafts, refs) == pytest.approx(2 * 2 / (2 * 2 + 0 + 2))
+    assert clinical_f1([CONSTANT_IMPRESSION], ["Small left effusion."]) == 0.0
+
+
+def test_negated_mentions_are_not_credited():
+    assert clinical_counts(["No pneumothorax."], ["Pneumothorax."]).tp == 0
+
+
+def test_laterality_disagreement_against_findings():
+    findings = "Small right pleural effusion. No pneumothorax."
+    assert laterality_disagreements("Small left pleural effusion.", findings) == ["Pleural Effusion"]
+    assert laterality_disagreements("Small right pleural effusion.", findings) == []
+    assert laterality_disagreements("Bilateral pleural effusions.", findings) == ["Pleural Effusion"]
+    # nothing to contradict when the findings give no side
+    assert laterality_disagreements("Left effusion.", "Small pleural effusion.") == []
+
+
+def test_score_keys_and_lengths():
+    s = score(["Large right pleural effusion.", "Normal."], [v["impression"] for v in VALID],
+              [v["findings"] for v in VALID])
+    for key in ("rouge1", "rouge2", "rougeL", "clinical_f1", "laterality_errors", "n", "mean_draft_words",
+                "mean_reference_words"):
+        assert key in s
+    assert s["n"] == 2
+    assert s["mean_draft_words"] == pytest.approx(2.5)
+    assert s["mean_reference_words"] == pytest.approx(3.5)
+
+
+def test_retrieval_baseline_returns_nearest_training_impression():
+    r = Retriever(TRAIN)
+    assert r.nearest_impressions([v["findings"] for v in VALID]) == [
+        "Large right pleural effusion.",
+        "No acute cardiopulmonary abnormality.",
+    ]
+    result = evaluate(VALID, retrieval_drafter(r))
+    assert result["rouge1"] > evaluate(VALID, constant_drafter())["rouge1"]
+    assert [d["uid"] for d in result["drafts"]] == [10, 11]
+
+
+def test_retrieval_examples_exclude_self_and_put_best_last():
+    r = Retriever(TRAIN)
+    exs = r.examples([TRAIN[1]["findings"]], 2, exclude=[1])[0]
+    assert all(e.impression != TRAIN[1]["impression"] for e in exs)
+    best = r.examples([TRAIN[1]["findings"]], 2)[0]
+    assert best[-1].impression == TRAIN[1]["impression"]
+    assert r.examples_for(TRAIN[2]["findings"], 1)[0].impression == TRAIN[2]["impression"]
+
+
+def test_cleaning_rules():
+    assert not keep_report({"findings": "Too short.", "impression": "Normal chest."})
+    assert not keep_report({"findings": " ".join(["word"] * 12), "impression": "Normal."})
+    assert keep_report({"findings": " ".join(["word"] * 12), "impression": "Normal chest."})
+    text = "1. Small effusion, unchanged from prior. 2. XXXX scarring in the left apex."
+    assert clean_text(text, CleanRules(drop_xxxx=True)) == "1. Small effusion, unchanged from prior. 2. scarring in the left apex."
+    assert clean_text(text, CleanRules(drop_prior_sentences=True)) == "2. XXXX scarring in the left apex."
+    assert clean_text(text, CleanRules()) == text
+
+
+def test_run_writes_results_json_and_is_deterministic(tmp_path):
+    data, train = tmp_path / "valid.jsonl", tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(v) + "\n" for v in VALID))
+    train.write_text("".join(json.dumps(t) + "\n" for t in TRAIN))
+    a = run(data, tmp_path / "a.json", baseline="retrieval", train=train)
+    b = run(data, tmp_path / "b.json", baseline="retrieval", train=train)
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["rougeL"] == a["rougeL"] == b["rougeL"]
+    assert saved["drafts"][0]["draft"] == "Large right pleural effusion."
+    assert run(data, tmp_path / "c.json", baseline="constant", limit=1)["n"] == 1
+    assert len(read_records(data, limit=1)) == 1
