@@ -1,0 +1,98 @@
+"""Run an ASGI app on a free loopback port in a thread, recording every exchange for contract checks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+
+from radbridge.adapters.tgi_contract import TgiContract
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    request: bytes
+    status: int
+    content_type: str
+    response: bytes
+
+
+class Recorder:
+    """ASGI wrapper that keeps a copy of each HTTP request and response body."""
+
+    def __init__(self, app):
+        self.app = app
+        self.exchanges: list[Exchange] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        body, out = [], {"status": 0, "type": "", "body": b""}
+
+        async def recv():
+            msg = await receive()
+            if msg["type"] == "http.request":
+                body.append(msg.get("body", b""))
+            return msg
+
+        async def snd(msg):
+            if msg["type"] == "http.response.start":
+                out["status"] = msg["status"]
+                headers = {k.decode().lower(): v.decode() for k, v in msg.get("headers", [])}
+                out["type"] = headers.get("content-type", "")
+            elif msg["type"] == "http.response.body":
+                out["body"] += msg.get("body", b"")
+            await send(msg)
+
+        await self.app(scope, recv, snd)
+        self.exchanges.append(Exchange(scope["method"], scope["path"], b"".join(body), out["status"], out["type"], out["body"]))
+
+
+def check_exchange(contract: TgiContract, ex: Exchange) -> None:
+    """Raises ContractViolation if the request or response differs from TGI's published schemas."""
+    if ex.request:
+        contract.validate_request(ex.method, ex.path, json.loads(ex.request))
+    if ex.content_type.startswith("application/json"):
+        contract.validate_response(ex.method, ex.path, ex.status, json.loads(ex.response))
+    elif ex.content_type.startswith("text/event-stream"):
+        for line in ex.response.decode().splitlines():
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                event = json.loads(line[5:])
+                contract.validate("ErrorResponse" if "error" in event else "StreamResponse", event)
+    else:
+        contract.response_component(ex.method, ex.path, ex.status)  # the status must be documented
+
+
+class ThreadedServer:
+    def __init__(self, app, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ThreadedServer":
+        self.thread.start()
+        deadline = time.monotonic() + 300  # model load under a busy 2-core machine
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("server thread died during startup")
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

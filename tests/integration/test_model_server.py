@@ -1,0 +1,102 @@
+"""The real model behind the TGI-protocol server, driven by the real TGI and OpenAI clients.
+
+Every request the clients send and every response the server gives is checked against TGI's published
+OpenAPI schemas (``../shared/reference/tgi-openapi.json``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from radbridge.adapters.generator_local import BASE_MODEL_ID, LocalModel, RowRequest
+from radbridge.adapters.generator_openai import OpenAIGenerator
+from radbridge.adapters.generator_tgi import TgiGenerator
+from radbridge.adapters.model_client import RetryPolicy
+from radbridge.adapters.model_server import ServerConfig, create_app
+from radbridge.adapters.tgi_contract import load_contract
+from radbridge.domain import GenerationParams
+from radbridge.errors import AdapterMismatch, GenerationRejected, GeneratorUnavailable
+from radbridge.prompt import DEFAULT_TEMPLATE, STOP_SEQUENCES, build, render
+
+from lora_helpers import write_random_lora
+from server_helpers import Recorder, ThreadedServer, check_exchange, free_port
+
+pytestmark = pytest.mark.integration
+
+FAST = RetryPolicy(attempts=2, base_delay=0.05, jitter=False)
+PARAMS = GenerationParams(max_new_tokens=6)
+PROMPTS = [
+    build(DEFAULT_TEMPLATE, "Heart size is normal. The lungs are clear. No pleural effusion."),
+    build(DEFAULT_TEMPLATE, "Left lower lobe opacity, likely pneumonia. Small left pleural effusion."),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    adapter = write_random_lora(tmp_path_factory.mktemp("lora") / "radiology")
+    model = LocalModel({"radiology": adapter}, batch_size=4, threads=1)
+    recorder = Recorder(create_app(model=model, config=ServerConfig(max_batch_size=4, batch_wait_ms=20)))
+    with ThreadedServer(recorder) as srv:
+        srv.model = model
+        srv.recorder = recorder
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def every_exchange_follows_the_spec(server):
+    start = len(server.recorder.exchanges)
+    yield
+    contract = load_contract()
+    for ex in server.recorder.exchanges[start:]:
+        check_exchange(contract, ex)
+
+
+def test_tgi_generator_matches_the_in_process_model(server):
+    gen = TgiGenerator(server.url, adapter="radiology", retry=FAST, concurrency=2)
+    out = gen.generate(PROMPTS, PARAMS)
+    stops = STOP_SEQUENCES["chatml"]
+    direct = server.model.generate([RowRequest(render(p), PARAMS.max_new_tokens, "radiology", stops) for p in PROMPTS])
+    assert [g.text for g in out] == [r.text.strip() for r in direct]
+    assert all(g.text and g.finish_reason in ("length", "eos_token") for g in out)
+    assert [g.generated_tokens for g in out] == [len(r.tokens) for r in direct]
+
+
+def test_chat_endpoint_sees_the_same_prompt_as_the_raw_endpoint(server):
+    raw = TgiGenerator(server.url, adapter="radiology", retry=FAST).generate(PROMPTS[:1], PARAMS)
+    chat = OpenAIGenerator(server.url, adapter="radiology", retry=FAST).generate(PROMPTS[:1], PARAMS)
+    assert [g.text for g in chat] == [g.text for g in raw]
+
+
+def test_check_passes_for_the_loaded_adapter(server):
+    gen = TgiGenerator(server.url, adapter="radiology", retry=FAST)
+    gen.check()
+    assert gen.info.base_model == BASE_MODEL_ID
+    assert gen.info.server_version.startswith("radbridge-model-server")
+    OpenAIGenerator(server.url, adapter="radiology", retry=FAST).check()
+
+
+def test_check_detects_an_adapter_the_server_does_not_have(server):
+    # The server answers happily with the base model (as TGI does); only the check notices.
+    gen = TgiGenerator(server.url, adapter="radiology-v2", retry=FAST)
+    assert gen.generate(PROMPTS[:1], GenerationParams(max_new_tokens=2))[0].text
+    with pytest.raises(AdapterMismatch, match="radiology-v2"):
+        gen.check()
+    with pytest.raises(AdapterMismatch):
+        OpenAIGenerator(server.url, adapter="radiology-v2", retry=FAST).check()
+
+
+def test_too_many_tokens_is_rejected_without_retry(server):
+    before = sum(1 for e in server.recorder.exchanges if e.path == "/generate")
+    with pytest.raises(GenerationRejected):
+        TgiGenerator(server.url, retry=FAST).generate(PROMPTS[:1], GenerationParams(max_new_tokens=5000))
+    assert sum(1 for e in server.recorder.exchanges if e.path == "/generate") == before + 1
+
+
+def test_stopped_server_is_unavailable_after_retries():
+    slept = []
+    gen = TgiGenerator(f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=3, base_delay=0.01), sleep=slept.append)
+    with pytest.raises(GeneratorUnavailable):
+        gen.generate(PROMPTS[:1], PARAMS)
+    assert len(slept) == 2
+    with pytest.raises(GeneratorUnavailable):
+        OpenAIGenerator(gen.url, retry=FAST).check()
