@@ -37,6 +37,8 @@ class PromptTemplate:
     include_indication: bool = False
     include_comparison: bool = False
     n_examples: int = 0
+    # Example findings are cut to this many words (they cost prompt tokens; the impression is what matters).
+    example_findings_words: int | None = None
 
     @property
     def id(self) -> str:
@@ -47,6 +49,8 @@ class PromptTemplate:
             flags += "+comparison"
         if self.n_examples:
             flags += f"+examples{self.n_examples}"
+        if self.example_findings_words:
+            flags += f"+exwords{self.example_findings_words}"
         return f"{self.name}-v{self.version}{flags}"
 
     @classmethod
@@ -57,11 +61,13 @@ class PromptTemplate:
             raise ValueError(f"unknown prompt template id: {template_id!r}")
         flags = m["flags"]
         ex = re.search(r"\+examples(\d+)", flags)
+        exw = re.search(r"\+exwords(\d+)", flags)
         return cls(
             version=int(m["version"]),
             include_indication="+indication" in flags,
             include_comparison="+comparison" in flags,
             n_examples=int(ex.group(1)) if ex else 0,
+            example_findings_words=int(exw.group(1)) if exw else None,
         )
 
 
@@ -92,7 +98,10 @@ def build(
     """The prompt for one report. ``examples`` are used only if the template asks for them."""
     parts = [template.instruction.rstrip(".") + "."]
     for i, ex in enumerate(list(examples)[: template.n_examples], start=1):
-        parts.append(f"Example {i}:\nFindings: {_clean_field(ex.findings)}\nImpression: {_clean_field(ex.impression)}")
+        ex_findings = _clean_field(ex.findings)
+        if template.example_findings_words:
+            ex_findings = " ".join(ex_findings.split()[: template.example_findings_words])
+        parts.append(f"Example {i}:\nFindings: {ex_findings}\nImpression: {_clean_field(ex.impression)}")
     body = []
     if template.include_indication and _clean_field(indication):
         body.append(f"Indication: {_clean_field(indication)}")

@@ -82,7 +82,7 @@ class Retriever:
         k: int,
         *,
         exclude: Sequence[int | None] | None = None,
-        max_findings_words: int | None = 40,
+        max_findings_words: int | None = None,
     ) -> list[list[Example]]:
         """The k most similar reports as prompt examples, most similar LAST (closest to the question)."""
         if k <= 0:

@@ -38,7 +38,6 @@ class TrainConfig:
     drop_xxxx: bool = False
     drop_prior_sentences: bool = False
     max_findings_words: int = 80  # long findings are cut: sequence length is what CPU time is spent on
-    example_findings_words: int = 30
     max_target_tokens: int = 64
     # LoRA (Radiology-Llama2)
     lora_r: int = 8
@@ -111,7 +110,6 @@ def build_examples(cfg: TrainConfig, records: list[dict], tokenizer) -> list[tup
             [r["findings"] for r in records],
             template.n_examples,
             exclude=list(range(len(records))),
-            max_findings_words=cfg.example_findings_words,
         )
     out = []
     eot = P.end_of_turn(cfg.chat_format)

@@ -122,3 +122,14 @@ def test_run_writes_results_json_and_is_deterministic(tmp_path):
     assert saved["drafts"][0]["draft"] == "Large right pleural effusion."
     assert run(data, tmp_path / "c.json", baseline="constant", limit=1)["n"] == 1
     assert len(read_records(data, limit=1)) == 1
+
+
+def test_example_findings_are_cut_by_the_template_everywhere():
+    from radbridge.prompt import Example, PromptTemplate, build
+
+    t = PromptTemplate(n_examples=1, example_findings_words=3)
+    assert PromptTemplate.from_id(t.id) == t
+    ex = Retriever(TRAIN).examples_for(TRAIN[0]["findings"], 1)
+    assert ex == [Example(TRAIN[0]["findings"], TRAIN[0]["impression"])]  # retrieval returns them whole
+    user = build(t, "Findings here.", examples=ex).user
+    assert "Findings: The heart is\nImpression: No acute cardiopulmonary abnormality." in user

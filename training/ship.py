@@ -1,0 +1,72 @@
+"""Copy a trained adapter into model/ with its manifest (hashes, prompt template, data, recipe, metrics).
+
+    python -m training.ship --run runs/rag --results runs/results/rag.json [--results-extra NAME=FILE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from radbridge.adapters.generator_local import BASE_MODEL_ID, GGUF_FILE, file_sha256, smollm2_folder
+
+from .data import REPO
+
+METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "clinical_f1", "laterality_errors", "n", "mean_draft_words",
+               "mean_reference_words")
+
+
+def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model") -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    cfg = summary["config"]
+    adapter = run_dir / "adapter"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copyfile(adapter / name, dest / name)
+    metrics = {}
+    for name, path in results.items():
+        r = json.loads(Path(path).read_text())
+        metrics[name] = {k: r[k] for k in METRIC_KEYS} | {"prompt_template": r.get("meta", {}).get("prompt_template")}
+    manifest = {
+        "base_model": BASE_MODEL_ID,
+        "base_model_file": GGUF_FILE,
+        "base_model_sha256": file_sha256(smollm2_folder() / GGUF_FILE),
+        "adapter_sha256": file_sha256(dest / "adapter_model.safetensors"),
+        "prompt_template": cfg["template_id"],
+        "chat_format": cfg["chat_format"],
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "data": {
+            "name": "OpenI (Indiana University chest X-ray reports), findings -> impression",
+            "license": "CC BY-NC-ND 4.0 — the adapter is for non-commercial use",
+            "split": "Trienes et al. 2023 (train for training, valid for every choice)",
+            "train_reports": summary["train_reports"],
+            "cleaning": "XrayGPT filter; " + summary["clean_rules"],
+            "examples_source": "retrieved at runtime from a JSONL of signed reports (default: OpenI train split)"
+            if "+examples" in cfg["template_id"]
+            else None,
+        },
+        "training_config": cfg,
+        "training": {k: summary[k] for k in ("steps", "steps_per_epoch", "epochs", "train_seconds",
+                                             "seconds_per_epoch", "tokens_per_s", "final_loss")},
+        "metrics": metrics,
+    }
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--results", nargs="*", default=[], metavar="NAME=FILE", help="eval results to record")
+    ap.add_argument("--dest", type=Path, default=REPO / "model")
+    args = ap.parse_args(argv)
+    results = dict(item.split("=", 1) for item in args.results)
+    m = ship(args.run, {k: Path(v) for k, v in results.items()}, args.dest)
+    print(json.dumps({k: m[k] for k in ("adapter_sha256", "prompt_template", "metrics")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
