@@ -1,0 +1,129 @@
+"""The in-process SmolLM2 (+ LoRA) generator on real inputs: template parity, batching, manifests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from radbridge.adapters.generator_local import (
+    BASE_MODEL_LABEL,
+    GGUF_FILE,
+    LocalGenerator,
+    RowRequest,
+    file_sha256,
+    smollm2_folder,
+)
+from radbridge.domain import GenerationParams
+from radbridge.errors import ConfigurationError
+from radbridge.prompt import DEFAULT_TEMPLATE, Example, PromptTemplate, build, messages, render
+
+from lora_helpers import write_random_lora
+
+pytestmark = pytest.mark.integration
+
+REPORTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "openi" / "reports.jsonl"
+
+
+def openi_reports(n: int) -> list[dict]:
+    out = []
+    with REPORTS.open(encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("findings") and len(r["findings"].split()) >= 10:
+                out.append(r)
+                if len(out) == n:
+                    break
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory) -> Path:
+    return write_random_lora(tmp_path_factory.mktemp("lora") / "radiology-test")
+
+
+@pytest.fixture(scope="module")
+def generator(adapter_dir) -> LocalGenerator:
+    return LocalGenerator(adapter_dir, batch_size=2, threads=1).load()
+
+
+def test_render_equals_the_tokenizers_own_chat_template(generator):
+    tok = generator.model.tokenizer
+    reports = openi_reports(2)
+    templates = [DEFAULT_TEMPLATE, PromptTemplate(include_indication=True, include_comparison=True, n_examples=1)]
+    for template in templates:
+        for r in reports:
+            p = build(template, r["findings"], indication=r.get("indication"), comparison=r.get("comparison"),
+                      examples=[Example("Lungs clear.", "Normal chest.")])
+            assert render(p, "chatml") == tok.apply_chat_template(messages(p), tokenize=False, add_generation_prompt=True)
+
+
+def test_real_report_gets_a_nonempty_impression(generator):
+    [report] = openi_reports(1)
+    [out] = generator.generate([build(DEFAULT_TEMPLATE, report["findings"])], GenerationParams(max_new_tokens=16))
+    assert out.text.strip()
+    assert out.finish_reason in ("length", "eos_token", "stop_sequence")
+    assert 1 <= out.generated_tokens <= 16
+    info = generator.info
+    assert info.backend == "local" and info.base_model == BASE_MODEL_LABEL and info.adapter == "radiology-test"
+    assert info.base_model_sha256 == file_sha256(smollm2_folder() / GGUF_FILE)
+
+
+def test_batched_greedy_equals_one_at_a_time(generator):
+    # Left padding with the attention mask (and mask-derived positions) must not change greedy output.
+    # Logprobs may differ in the last float digits (different matmul shapes); the chosen tokens may not.
+    prompts = [render(build(DEFAULT_TEMPLATE, r["findings"])) for r in openi_reports(2)]
+    rows = [RowRequest(p, 8, "radiology-test") for p in prompts] + [RowRequest(prompts[0][:120] + "<|im_end|>\n<|im_start|>assistant\n", 8)]
+    batched = generator.model.generate(rows)
+    for row, b in zip(rows, batched):
+        [single] = generator.model.generate([row])
+        assert [t.id for t in single.tokens] == [t.id for t in b.tokens]
+        assert single.text == b.text
+        assert max(abs(x.logprob - y.logprob) for x, y in zip(single.tokens, b.tokens)) < 1e-3
+
+
+def test_per_row_stop_sequences_and_limits(generator):
+    prompt = render(build(DEFAULT_TEMPLATE, openi_reports(1)[0]["findings"]))
+    free, limited = generator.model.generate([RowRequest(prompt, 12), RowRequest(prompt, 3)])
+    assert limited.finish_reason == "length" and len(limited.tokens) == 3
+    assert [t.id for t in free.tokens[:3]] == [t.id for t in limited.tokens]
+    stop = free.text.split()[1]  # a word the model is known to write in this position
+    [stopped] = generator.model.generate([RowRequest(prompt, 12, stop=(stop,))])
+    assert stopped.finish_reason == "stop_sequence" and stopped.text.endswith(stop)  # kept, as TGI does
+
+
+def _manifest(folder: Path, adapter: Path, **overrides) -> Path:
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(adapter / name, folder / name)
+    data = {
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "base_model_file": GGUF_FILE,
+        "base_model_sha256": file_sha256(smollm2_folder() / GGUF_FILE),
+        "adapter_sha256": file_sha256(adapter / "adapter_model.safetensors"),
+        "prompt_template": DEFAULT_TEMPLATE.id,
+        "chat_format": "chatml",
+        **overrides,
+    }
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_from_manifest_verifies_hashes(tmp_path, adapter_dir):
+    gen = LocalGenerator.from_manifest(_manifest(tmp_path / "model", adapter_dir))
+    assert gen.info.adapter == "model" and gen.info.adapter_sha256 == file_sha256(adapter_dir / "adapter_model.safetensors")
+    assert gen.manifest.prompt_template == DEFAULT_TEMPLATE.id and gen.chat_format == "chatml"
+    assert not gen.model.loaded  # nothing loaded until first use
+
+    bad = _manifest(tmp_path / "tampered", adapter_dir, adapter_sha256="0" * 64)
+    with pytest.raises(ConfigurationError, match="adapter"):
+        LocalGenerator.from_manifest(bad)
+
+    partial = _manifest(tmp_path / "incomplete", adapter_dir)
+    data = json.loads((partial / "manifest.json").read_text())
+    del data["base_model_sha256"]
+    (partial / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigurationError, match="base_model_sha256"):
+        LocalGenerator.from_manifest(partial)
