@@ -74,6 +74,9 @@ def consumer_config(settings: Any, bootstrap: str) -> dict:
         "enable_auto_commit": False,
         "auto_offset_reset": getattr(settings, "auto_offset_reset", "earliest"),
         "max_poll_records": max(1, int(getattr(settings, "batch_size", 16))),
+        # Measured on the embedded Tansu broker: the default 500 ms put p50 end-to-end latency at ~180 ms, 100 ms
+        # at ~60 ms (Kafka answers a fetch as soon as data arrives; the cost is a few empty fetches/s when idle)
+        "fetch_max_wait_ms": 100,
         # The loop keeps calling poll() (partitions paused) while it backs off from an outage, so this
         # only has to cover one batch of generation, not the outage itself.
         "max_poll_interval_ms": int(getattr(settings, "max_poll_interval_ms", 600_000)),
