@@ -100,3 +100,40 @@ def test_stopped_server_is_unavailable_after_retries():
     assert len(slept) == 2
     with pytest.raises(GeneratorUnavailable):
         OpenAIGenerator(gen.url, retry=FAST).check()
+
+
+def test_module_entry_point_serves_tgi_protocol(tmp_path):
+    """``python -m radbridge.adapters.model_server`` with TGI's LORA_ADAPTERS syntax, as deploy scripts run it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    adapter = write_random_lora(tmp_path / "rad")
+    port = free_port()
+    env = {**os.environ, "LORA_ADAPTERS": f"rad={adapter}"}
+    cmd = [sys.executable, "-m", "radbridge.adapters.model_server", "--port", str(port), "--threads", "1", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become healthy"
+            time.sleep(0.5)
+        contract = load_contract()
+        contract.validate("Info", httpx.get(f"{url}/info", timeout=10).json())
+        gen = TgiGenerator(url, adapter="rad", retry=FAST)
+        gen.check()
+        [out] = gen.generate(PROMPTS[:1], GenerationParams(max_new_tokens=2))
+        assert out.generated_tokens == 2 or out.finish_reason == "eos_token"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
