@@ -51,6 +51,7 @@ def test_rebalance_between_two_instances_loses_nothing(tmp_path):
             publish(broker.bootstrap, topics.input, waves[0])
             wait_for(lambda: _drafted(log_a) >= 20, 60, what="instance A drafting")
             b = start_process(env, log_b)  # joins mid-stream: the group rebalances under load
+            wait_for(lambda: any(_assigned(log_b)), 60, what="instance B assigned partitions")
             publish(broker.bootstrap, topics.input, waves[1])
             wait_for(lambda: _drafted(log_b) > 0, 60, what="instance B took over partitions")
 
