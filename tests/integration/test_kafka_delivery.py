@@ -49,6 +49,8 @@ def test_mixed_messages_one_output_per_radiology_message(broker):
         drafted = svc.metric("radbridge_drafted_total")
         skipped = {r: svc.metric("radbridge_skipped_total", reason=r) for r in ("already_signed", "not_radiology")}
         dead = svc.metric("radbridge_dead_lettered_total", error_type="malformed")
+        lag = {p: svc.service.metrics.registry.get_sample_value(
+            "radbridge_consumer_lag", {"topic": topics.input, "partition": str(p)}) for p in range(3)}
 
     outputs = read_topic(broker.bootstrap, topics.output, expect=len(mix.drafted))
     dlq = read_topic(broker.bootstrap, topics.dlq, expect=len(mix.poison))
@@ -89,4 +91,5 @@ def test_mixed_messages_one_output_per_radiology_message(broker):
     assert ops["/healthz"].status_code == 200 and ops["/readyz"].status_code == 200
     assert "radbridge_generation_seconds_bucket" in ops["/metrics"].text
     assert "radbridge_consumer_lag{" in ops["/metrics"].text
+    assert lag == {0: 0, 1: 0, 2: 0}  # everything consumed and committed
 
