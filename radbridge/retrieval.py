@@ -50,6 +50,10 @@ class Retriever:
         if split.is_file():
             train = set(json.loads(split.read_text())["train"])
             records = [r for r in records if r.get("uid") in train]
+        if all("uid" in r for r in records):
+            # Identical findings are common (normal studies): ties go to the lowest index, so fix the order
+            # by id and the same reports give the same answers whichever file order they come in.
+            records.sort(key=lambda r: r["uid"])
         return cls([r for r in records if keep_report(r)], rules)
 
     def __len__(self) -> int:
