@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     # --- output ------------------------------------------------------------------------------------------
     mode: Literal["live", "replay"] = "live"
     output_status: Literal["preliminary", "partial"] = "preliminary"
-    emit_oru: bool = False
+    emit_oru: bool = Field(default=False, description="also build an HL7 v2 ORU^R01 per draft (set by oru_topic)")
+    oru_topic: str | None = Field(default=None, description="serve: also publish each draft as an ORU^R01 here")
     fhir_url: str | None = Field(default=None, description="also write every Bundle to this FHIR server")
     fhir_token: SecretStr | None = None
     fhir_ca_bundle: Path | None = None
@@ -85,6 +86,12 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _oru_topic_needs_oru(self) -> "Settings":
+        if self.oru_topic:
+            self.emit_oru = True
+        return self
 
     @field_validator("input_topics", mode="before")
     @classmethod

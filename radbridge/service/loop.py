@@ -24,7 +24,7 @@ from ..errors import PermanentError, RetryableError, StoreUnavailable
 from ..pipeline import Envelope, Outcome
 from .backoff import Backoff
 from .metrics import ServiceMetrics
-from .records import OutRecord, dead_letter_record, output_record
+from .records import OutRecord, dead_letter_record, oru_record, output_record
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class Service:
         metrics: ServiceMetrics | None = None,
         health: Health | None = None,
         send_timeout_s: float = 30.0,
+        oru_topic: str | None = None,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -122,6 +123,7 @@ class Service:
         self.metrics = metrics or ServiceMetrics()
         self.health = health or Health()
         self.send_timeout_s = send_timeout_s
+        self.oru_topic = oru_topic
 
         self._stop = threading.Event()
         self._pending: list = []  # the current batch, in poll order (offset order within a partition)
@@ -219,6 +221,8 @@ class Service:
             if outcome.status == "drafted":
                 value = self.serialize(outcome.bundle)
                 to_send.append((record, output_record(self.output_topic, record, outcome, value)))
+                if self.oru_topic:
+                    to_send += [(record, oru_record(self.oru_topic, record, outcome, i)) for i in range(len(outcome.oru))]
             elif outcome.status == "rejected":
                 to_send.append((record, dead_letter_record(self.dlq_topic, record, outcome.error, outcome.message_id)))
         self._send_all(to_send)
@@ -250,12 +254,15 @@ class Service:
             self.producer.flush(timeout=self.send_timeout_s)
         except KafkaError as exc:
             raise StoreUnavailable(f"Kafka did not accept the output ({type(exc).__name__})") from exc
+        failed: set[Key] = set()
         for record, future in futures:
             try:
                 future.get(timeout=self.send_timeout_s)
-                self._sent.add(_key(record))  # acked: a retry of the batch will not send it again
             except KafkaError as exc:
                 failure = failure or exc
+                failed.add(_key(record))
+        # acked (every record written for this input): a retry of the batch will not send them again
+        self._sent.update(_key(record) for record, _ in futures if _key(record) not in failed)
         if failure is not None:
             raise StoreUnavailable(f"Kafka did not acknowledge the output ({type(failure).__name__})") from failure
 

@@ -65,3 +65,11 @@ def dead_letter_record(topic: str, record, error: BaseException, message_id: str
     if message_id:
         headers.append(_h("dlq-message-id", message_id))
     return OutRecord(topic, record.key, record.value, headers)
+
+
+def oru_record(topic: str, record, outcome, index: int) -> OutRecord:
+    """The draft of report ``index`` as an HL7 v2 ORU^R01 (result status P), keyed like the Bundle plus the index."""
+    headers = [("content-type", b"x-application/hl7-v2+er7"), *source_headers(record)]
+    if outcome.message_id:
+        headers.append(_h("message-id", outcome.message_id))
+    return OutRecord(topic, f"{outcome.key}-{index}".encode("ascii"), outcome.oru[index], headers)

@@ -58,6 +58,7 @@ def build_service(settings: Settings, bootstrap: str, *, drafter=None, fhir_stor
         backoff=Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s),
         metrics=ServiceMetrics(),
         health=Health(),
+        oru_topic=settings.oru_topic,
     )
 
 

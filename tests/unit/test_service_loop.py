@@ -264,3 +264,31 @@ def test_rebalance_during_outage_drops_lost_partition_and_pauses_new_assignment(
         merged.update(commit)
     assert merged == {T0: 2}  # T1's records were dropped, never committed by us
     assert len(producer.acked) == 2
+
+
+def test_oru_topic_gets_an_hl7_draft_per_report_and_a_failed_oru_is_resent_before_commit():
+    consumer = FakeConsumer({T0: [_report(i) for i in range(2)]})
+    producer = FakeProducer()
+    failed_once = {"done": False}
+    original_send = producer.send
+
+    def send(topic, **kw):
+        if topic == "oru" and not failed_once["done"]:
+            failed_once["done"] = True  # the Bundle of this input is acked, its ORU is not
+            producer.sent.append((topic, kw.get("key"), kw.get("value"), kw.get("headers")))
+            return Future(KafkaTimeoutError("no ack"))
+        return original_send(topic, **kw)
+
+    producer.send = send
+    service = Service(
+        consumer=consumer, producer=producer, drafter=Drafter(InstantGenerator(), emit_oru=True),
+        input_topics=["in"], output_topic="out", dlq_topic="dlq", serialize=bundle_bytes, oru_topic="oru",
+        batch_size=8, batch_wait_ms=0, backoff=Backoff(initial_s=0.01, max_s=0.02, jitter=0),
+    )
+    consumer.on_poll = _stop_when_drained(service)
+    service.run()
+
+    orus = [(k, v) for t, k, v, _ in producer.acked if t == "oru"]
+    assert len(orus) == 2 and all(v.startswith(b"MSH|") and b"ORU^R01" in v for _, v in orus)
+    assert all(b"|P" in v for _, v in orus)  # preliminary result status
+    assert consumer.commits == [{T0: 2}]
