@@ -58,6 +58,8 @@ def draft_files(drafter: Drafter, paths: Iterable[Path], *, out: TextIO, batch_s
             for s in outcome.skipped:
                 log.info("skipped", extra={"location": s.source.location, "index": s.source.index, "reason": s.reason.value})
             out.write(json.dumps(outcome_record(outcome), sort_keys=True) + "\n")
+            for oru in outcome.oru:  # --oru: the same draft as an HL7 v2 ORU^R01, one JSON line each
+                out.write(json.dumps({"status": "oru", "source": outcome.envelope.location, "hl7v2": oru.decode()}) + "\n")
         out.flush()
         batch.clear()
 

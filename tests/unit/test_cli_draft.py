@@ -45,3 +45,14 @@ def test_signed_report_is_skipped_live_and_drafted_in_replay():
     assert live["status"] == "skipped" and live["skipped"][0]["reason"] == "already_signed"
     _, [replay] = run("--mode", "replay", signed)
     assert replay["resourceType"] == "Bundle"
+
+
+def test_oru_flag_adds_a_preliminary_hl7_draft_after_the_bundle():
+    code, lines = run("--oru", FIX / "fhir" / "dr_plain_headings_preliminary.json")
+    assert code == 0
+    assert lines[0]["resourceType"] == "Bundle"
+    assert lines[1]["status"] == "oru"
+    segments = lines[1]["hl7v2"].split("\r")
+    assert segments[0].startswith("MSH|") and "ORU^R01" in segments[0]
+    obx = [s.split("|") for s in segments if s.startswith("OBX|")]
+    assert obx and obx[0][11] == "P"
