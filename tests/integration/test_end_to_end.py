@@ -35,12 +35,15 @@ def model_server(tmp_path_factory):
 
 
 def test_real_messages_drafted_by_the_model_server_land_in_a_fhir_server(model_server, sekmet_fhir, tmp_path):
-    report = next(r for r in samples.openi_reports("valid") if r.get("findings") and "effusion" in r["findings"])
-    hl7 = tmp_path / "openi.hl7"
-    hl7.write_bytes(samples.to_hl7v2(report, with_impression=False))
+    # OpenI reports, not the project's fixtures: the FHIR server is shared by the session, and the fixtures'
+    # drafts are stored by another test under the same deterministic identifiers
+    with_findings = [r for r in samples.openi_reports("valid") if r.get("findings") and "effusion" in r["findings"]]
+    hl7, fhir = tmp_path / "openi.hl7", tmp_path / "openi.json"
+    hl7.write_bytes(samples.to_hl7v2(with_findings[0], with_impression=False))
+    fhir.write_bytes(samples.to_fhir(with_findings[1]))
     inputs = [
         hl7,
-        ROOT / "tests" / "fixtures" / "fhir" / "dr_plain_headings_preliminary.json",
+        fhir,
         ROOT.parent / "shared" / "fixtures-ref" / "hl7v2" / "dcm4che_ORU_R01_MESA_rad_v251.hl7",  # final: skipped live
     ]
     result = CliRunner().invoke(
