@@ -8,6 +8,8 @@ limits. ``LocalGenerator`` is the ``Generator`` port over it for one adapter; th
 
 from __future__ import annotations
 
+import contextlib
+
 import functools
 import hashlib
 import importlib.util
@@ -217,8 +219,16 @@ class LocalModel:
         enc = tok([r.text for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
         ids, mask = enc["input_ids"], enc["attention_mask"]
         extra = {}
-        if self.adapter_dirs:
+        names = {r.adapter or BASE for r in rows}
+        context = contextlib.nullcontext()
+        if self.adapter_dirs and len(names) > 1:
+            # PEFT's mixed-adapter batches split every layer's LoRA by row: correct but several times slower,
+            # so only a batch that really mixes adapters pays for it.
             extra["adapter_names"] = [r.adapter or BASE for r in rows]
+        elif self.adapter_dirs and names == {BASE}:
+            context = model.disable_adapter()
+        elif self.adapter_dirs:
+            model.set_adapter(names.pop())
         tracker = _Tracker(tok, rows, ids.shape[1])
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in rows),
@@ -230,7 +240,7 @@ class LocalModel:
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-        with torch.inference_mode():
+        with torch.inference_mode(), context:
             if sampling.do_sample and sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             model.generate(
