@@ -91,3 +91,12 @@ def _wait_ready(base_url: str, process: subprocess.Popen, log_path: Path) -> Non
             pass
         time.sleep(0.2)
     raise RuntimeError(f"sekmet not ready after {SEKMET_STARTUP_S} s:\n{log_path.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A fresh embedded Kafka-protocol broker (Tansu) per test module."""
+    from radbridge.adapters.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as b:
+        yield b

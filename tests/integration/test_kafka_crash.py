@@ -8,7 +8,6 @@ from collections import defaultdict
 
 import pytest
 
-from radbridge.adapters.broker import EmbeddedBroker
 from radbridge.domain import sha256_of
 
 from kafka_support import (
@@ -26,12 +25,6 @@ from kafka_support import (
 pytestmark = pytest.mark.integration
 
 N = 600
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with EmbeddedBroker() as b:
-        yield b
 
 
 def _count(bootstrap, topic) -> int:

@@ -7,7 +7,6 @@ import json
 import httpx
 import pytest
 
-from radbridge.adapters.broker import EmbeddedBroker
 from radbridge.domain import sha256_of
 
 from kafka_support import (
@@ -23,12 +22,6 @@ from kafka_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with EmbeddedBroker() as b:
-        yield b
 
 
 def _headers(record) -> dict[str, str]:

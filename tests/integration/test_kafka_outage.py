@@ -7,7 +7,6 @@ import time
 import httpx
 import pytest
 
-from radbridge.adapters.broker import EmbeddedBroker
 from radbridge.adapters.fhir_store import MemoryFhirStore
 from radbridge.adapters.generator_memory import InstantGenerator
 from radbridge.domain import sha256_of
@@ -27,12 +26,6 @@ from kafka_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with EmbeddedBroker() as b:
-        yield b
 
 
 class Switch:
