@@ -44,7 +44,8 @@ def _findings(data: bytes) -> str | None:
 def demo_samples(openi: int = 6, fixtures: Path = FIXTURES) -> list[Sample]:
     from .samples import sample_messages
 
-    files = sorted(p for p in fixtures.glob("*/*") if p.suffix in (".hl7", ".json", ".txt") and p.is_file())
+    # the project's own input messages (not tests/fixtures/golden, which holds expected outputs)
+    files = sorted(p for folder in ("hl7v2", "fhir") for p in (fixtures / folder).glob("*") if p.is_file())
     items = [(p.name, p.read_bytes()) for p in files]
     items += list(sample_messages(openi)) if openi else []
     return [Sample(name, data, _findings(data)) for name, data in items]
