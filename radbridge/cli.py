@@ -142,14 +142,16 @@ def eval_cmd(
     template: Optional[str] = typer.Option(None, help="prompt template id; default: the adapter's manifest"),
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(64),
+    backend: str = typer.Option("local", help="local | tgi | openai (a model server serving the adapter by name)"),
+    url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
 ) -> None:
     """Score drafts (model or baseline) against the reports' own impressions: ROUGE, clinical F1, laterality."""
     from .evaluation import run, summary_line
     from .settings import SHIPPED_MODEL_DIR
 
-    adapter = adapter or (None if baseline else str(SHIPPED_MODEL_DIR))
+    adapter = adapter or (None if baseline or backend != "local" else str(SHIPPED_MODEL_DIR))
     result = run(data, out, limit=limit, baseline=baseline, train=train, adapter=adapter, template_id=template,
-                 batch_size=batch_size, max_new_tokens=max_new_tokens)
+                 batch_size=batch_size, max_new_tokens=max_new_tokens, backend=backend, url=url)
     typer.echo(summary_line(result))
 
 

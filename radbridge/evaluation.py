@@ -176,6 +176,25 @@ def summary_line(result: dict) -> str:
     )
 
 
+def _model(backend: str, url: str | None, adapter: str | Path | None, batch_size: int):
+    """The generator to evaluate and the prompt template its manifest names (None when it names none)."""
+    if backend != "local":
+        # a model server (TGI / OpenAI-compatible) serving the adapter by name: the same wiring as the service
+        from .bootstrap import build_generator
+        from .settings import Settings
+
+        settings = Settings(backend=backend, model_url=url, adapter=str(adapter) if adapter else None)
+        return build_generator(settings), None
+    from .adapters.generator_local import LocalGenerator
+
+    if adapter in (None, "none"):
+        return LocalGenerator(batch_size=batch_size), None
+    if (Path(adapter) / "manifest.json").is_file():
+        generator = LocalGenerator.from_manifest(adapter, batch_size=batch_size)
+        return generator, generator.manifest.prompt_template
+    return LocalGenerator(adapter, batch_size=batch_size), None
+
+
 def run(
     data: str | Path,
     out: str | Path,
@@ -188,6 +207,8 @@ def run(
     batch_size: int = 8,
     max_new_tokens: int = 64,
     progress: bool = True,
+    backend: str = "local",
+    url: str | None = None,
 ) -> dict:
     """What ``radbridge eval`` does: one row of the results table, written as JSON.
 
@@ -211,21 +232,13 @@ def run(
     elif baseline:
         raise ValueError(f"unknown baseline {baseline!r}: constant | retrieval")
     else:
-        from .adapters.generator_local import LocalGenerator
-
-        if adapter in (None, "none"):
-            generator, manifest_template = LocalGenerator(batch_size=batch_size), None
-        elif (Path(adapter) / "manifest.json").is_file():
-            generator = LocalGenerator.from_manifest(adapter, batch_size=batch_size)
-            manifest_template = generator.manifest.prompt_template
-        else:
-            generator, manifest_template = LocalGenerator(adapter, batch_size=batch_size), None
+        generator, manifest_template = _model(backend, url, adapter, batch_size)
         template = PromptTemplate.from_id(template_id or manifest_template or "paper-v1")
         retriever = Retriever.from_jsonl(train_file) if template.n_examples and train_file else None
         params = GenerationParams(max_new_tokens=max_new_tokens)
         drafter = model_drafter(generator, template, params, retriever=retriever, batch_size=batch_size, progress=progress)
         info = generator.info
-        meta.update(system="local", adapter=str(adapter) if adapter else None, adapter_sha256=info.adapter_sha256,
+        meta.update(system=backend, adapter=str(adapter) if adapter else None, adapter_sha256=info.adapter_sha256,
                     base_model=info.base_model, prompt_template=template.id, params=params.as_dict(),
                     batch_size=batch_size, train=str(train_file) if retriever else None)
     result = evaluate(records, drafter, meta)

@@ -69,3 +69,22 @@ def test_check_refuses_an_adapter_the_server_silently_ignores(server):
 def test_info_names_the_model(server):
     info = httpx.get(f"{server}/info", timeout=10).json()
     assert "SmolLM2" in info["model_id"] and info["max_total_tokens"] > 0
+
+
+def test_eval_scores_a_model_server_like_the_local_model(server, tmp_path):
+    from radbridge import samples
+
+    rows = [r for r in samples.openi_reports("valid") if r.get("findings") and r.get("impression")][:4]
+    data = tmp_path / "valid4.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = json.loads((MODEL / "manifest.json").read_text())["prompt_template"]
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [str(BIN / "radbridge"), "eval", "--data", str(data), "--backend", "tgi", "--url", server,
+         "--adapter", "radiology", "--template", template, "--max-new-tokens", "24", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["n"] == 4 and 0.0 <= result["rougeL"] <= 1.0
+    assert all(r["draft"].strip() for r in result["drafts"])
