@@ -21,7 +21,9 @@ OPENI_SPLIT = "split_trienes2023.json"
 
 def default_examples_file() -> Path | None:
     """The OpenI reports in ../shared beside the repository, when present (a site sets its own file)."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "openi" / "reports.jsonl"
+    from .samples import OPENI_DIR
+
+    path = OPENI_DIR / "reports.jsonl"
     return path if path.is_file() else None
 
 

@@ -14,8 +14,7 @@ from huggingface_hub.utils import get_session
 from ..domain import Generation, GenerationParams
 from ..errors import AdapterMismatch
 from ..prompt import STOP_SEQUENCES, Prompt, clean_completion, messages
-from .generator_tgi import PROBE
-from .model_client import RemoteGenerator
+from .model_client import PROBE, RemoteGenerator
 
 log = logging.getLogger(__name__)
 

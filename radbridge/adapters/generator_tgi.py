@@ -13,16 +13,7 @@ from huggingface_hub.utils import get_session
 from ..domain import Generation, GenerationParams
 from ..errors import ConfigurationError, GeneratorUnavailable
 from ..prompt import STOP_SEQUENCES, ChatFormat, Prompt, clean_completion, render
-from .model_client import RemoteGenerator
-
-# Fixed, report-free text: the probe must be the same every time and must not carry patient data.
-PROBE = Prompt(
-    system="You are a radiologist. Write the impression section of the report: short, in a radiologist's style.",
-    user="Derive the impression from findings in the radiology report.\n\nFindings: The lungs are clear. "
-    "Heart size is normal. No pleural effusion or pneumothorax.",
-    template_id="probe-v1",
-)
-
+from .model_client import PROBE, RemoteGenerator
 
 class TgiGenerator(RemoteGenerator):
     """TGI ``POST /generate`` with ``adapter_id``; prompts of a batch are sent as concurrent requests."""

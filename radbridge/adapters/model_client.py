@@ -30,7 +30,16 @@ from ..errors import (
     GeneratorUnavailable,
     RadbridgeError,
 )
-from ..prompt import Prompt
+from ..prompt import SYSTEM, Prompt
+
+# Fixed, report-free text: the probe must be the same every time and must not carry patient data.
+PROBE = Prompt(
+    system=SYSTEM,
+    user="Derive the impression from findings in the radiology report.\n\nFindings: The lungs are clear. "
+    "Heart size is normal. No pleural effusion or pneumothorax.",
+    template_id="probe-v1",
+)
+
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from typing import Iterator
 import httpx
 import pytest
 
+from radbridge.adapters.broker import free_port
+
 SEKMET_STARTUP_S = 60.0  # measured ~3-8 s; generous because the two CPU cores are shared
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
 
 import uvicorn
 
+from radbridge.adapters.broker import free_port  # noqa: F401  (re-exported for the tests)
+
 from radbridge.adapters.tgi_contract import TgiContract
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

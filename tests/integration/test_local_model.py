@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from radbridge import samples
 from radbridge.adapters.generator_local import (
     BASE_MODEL_LABEL,
     GGUF_FILE,
@@ -24,19 +25,8 @@ from lora_helpers import write_random_lora
 
 pytestmark = pytest.mark.integration
 
-REPORTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "openi" / "reports.jsonl"
-
-
 def openi_reports(n: int) -> list[dict]:
-    out = []
-    with REPORTS.open(encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("findings") and len(r["findings"].split()) >= 10:
-                out.append(r)
-                if len(out) == n:
-                    break
-    return out
+    return [r for r in samples.openi_reports() if r.get("findings") and len(r["findings"].split()) >= 10][:n]
 
 
 @pytest.fixture(scope="module")

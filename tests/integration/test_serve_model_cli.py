@@ -1,7 +1,6 @@
 """`radbridge serve-model` (TGI's protocol over the shipped adapter) and `radbridge check` against it, as commands."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -10,21 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from radbridge.adapters.broker import free_port
+
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 MODEL = Path(__file__).resolve().parents[2] / "model"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "radbridge"), "serve-model", "--port", str(port), "--lora-adapters", f"radiology={MODEL}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

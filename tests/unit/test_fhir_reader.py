@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from radbridge import samples
 from radbridge.adapters.fhir_reader import html_to_text, read_fhir
 from radbridge.domain import Report, SkipReason, Skipped, sha256_of
 from radbridge.errors import MalformedMessage
 
 HERE = Path(__file__).resolve()
 REF = HERE.parents[2].parent / "shared" / "fixtures-ref" / "fhir"
-OPENI = HERE.parents[2].parent / "shared" / "data" / "openi" / "reports.jsonl"
 OWN = HERE.parents[1] / "fixtures" / "fhir"
 LOINC = "http://loinc.org"
 
@@ -440,15 +440,7 @@ def test_no_report_text_or_patient_identifier_in_unmapped_or_skip_details():
 
 
 def openi_rows(n: int) -> list[dict]:
-    rows = []
-    with OPENI.open() as fh:
-        for line in fh:
-            row = json.loads(line)
-            if row["findings"] and row["impression"] and row["indication"]:
-                rows.append(row)
-            if len(rows) == n:
-                break
-    return rows
+    return [r for r in samples.openi_reports() if r["findings"] and r["impression"] and r["indication"]][:n]
 
 
 def wrap_openi(row: dict, style: str) -> bytes:
