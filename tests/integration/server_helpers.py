@@ -49,10 +49,14 @@ class Recorder:
                 out["type"] = headers.get("content-type", "")
             elif msg["type"] == "http.response.body":
                 out["body"] += msg.get("body", b"")
+                if not msg.get("more_body", False):
+                    # recorded before the last byte leaves: a client that saw the response finds its exchange
+                    self.exchanges.append(
+                        Exchange(scope["method"], scope["path"], b"".join(body), out["status"], out["type"], out["body"])
+                    )
             await send(msg)
 
         await self.app(scope, recv, snd)
-        self.exchanges.append(Exchange(scope["method"], scope["path"], b"".join(body), out["status"], out["type"], out["body"]))
 
 
 def check_exchange(contract: TgiContract, ex: Exchange) -> None:
