@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .labeler import NO_FINDING, label
+from .labeler import abnormal as _abnormal
+from .labeler import label
 
 CONSTANT_IMPRESSION = "No acute cardiopulmonary abnormality."
 
@@ -47,10 +48,6 @@ class ClinicalCounts:
         if self.tp + self.fp + self.fn == 0:
             return 1.0
         return 2 * self.tp / (2 * self.tp + self.fp + self.fn)
-
-
-def _abnormal(text: str) -> frozenset[str]:
-    return label(text).positive() - {NO_FINDING}
 
 
 def clinical_counts(drafts: Sequence[str], references: Sequence[str]) -> ClinicalCounts:

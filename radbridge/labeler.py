@@ -161,3 +161,8 @@ def label(text: str | None) -> Labels:
     if not abnormal:
         labels[NO_FINDING] = "positive"
     return Labels(labels, {o: frozenset(s) for o, s in sides.items() if s})
+
+
+def abnormal(text: str | None) -> frozenset[str]:
+    """Observations ``text`` asserts as present, "No Finding" aside: what clinical F1 scores."""
+    return label(text).positive() - {NO_FINDING}

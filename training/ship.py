@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +20,51 @@ METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "clinical_f1", "laterality_errors",
                "mean_reference_words")
 
 
-def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model") -> dict:
+LAYER_KEY = re.compile(r"^(base_model\.model\.model\.layers\.)(\d+)(\..+)$")
+
+
+def write_full_depth(adapter: Path, dest: Path, n_layers: int) -> int:
+    """Write ``adapter`` to ``dest`` with LoRA weights for every decoder layer; returns the layers added.
+
+    An adapter trained on the top layers only (PEFT ``layers_to_transform``) loads in PEFT, but TGI drops a
+    target module altogether when any layer lacks it. The missing layers get A = B = 0, whose update B·A·x is
+    exactly zero, so the model computes the same thing and the folder loads in both.
+    """
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    if not config.get("layers_to_transform"):
+        shutil.copyfile(adapter / "adapter_config.json", dest / "adapter_config.json")
+        shutil.copyfile(adapter / "adapter_model.safetensors", dest / "adapter_model.safetensors")
+        return 0
+    shapes: dict[str, object] = {}
+    present: set[tuple[int, str]] = set()
+    for key, w in weights.items():
+        m = LAYER_KEY.match(key)
+        if not m:
+            raise ValueError(f"unexpected adapter weight {key}")
+        shapes[m.group(3)] = w
+        present.add((int(m.group(2)), m.group(3)))
+    added = set()
+    for layer in range(n_layers):
+        for suffix, like in shapes.items():
+            if (layer, suffix) not in present:
+                weights[f"base_model.model.model.layers.{layer}{suffix}"] = like.new_zeros(like.shape)
+                added.add(layer)
+    config["layers_to_transform"] = None
+    config["layers_pattern"] = None
+    (dest / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file(dict(sorted(weights.items())), str(dest / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return len(added)
+
+
+def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model", n_layers: int = 30) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     cfg = summary["config"]
     adapter = run_dir / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copyfile(adapter / name, dest / name)
+    write_full_depth(adapter, dest, n_layers)
     metrics = {}
     for name, path in results.items():
         r = json.loads(Path(path).read_text())

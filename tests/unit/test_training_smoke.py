@@ -64,3 +64,68 @@ def test_few_steps_resume_and_reload(tmp_path):
     ids = tokenizer("Findings: no effusion.", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.isfinite(reloaded(input_ids=ids).logits).all()
+
+
+def test_cached_frozen_layers_give_the_same_loss_as_a_full_pass(tmp_path):
+    """Training only the top layers runs the frozen ones once; the loss (and so every gradient) must be the
+    one a full forward pass gives, padding included."""
+    from training.train import _micro_loss, first_trained_layer, frozen_states
+
+    cfg = _config(tmp_path, lora_layers=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
+    model, tokenizer = load_model(cfg)
+    start = first_trained_layer(model)
+    assert start == model.config.num_hidden_layers - 4
+    trained = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {str(i) for i in range(start, start + 4)}
+    with torch.no_grad():  # make the adapter non-trivial so a wrong layer split would show
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.02)
+    examples = build_examples(cfg, load_split("train")[:3], tokenizer)  # different lengths: padding is exercised
+    cache = frozen_states(model, examples, start)
+    assert [h.shape[0] for h in cache] == [len(x) for x, _ in examples]
+    pad = tokenizer.eos_token_id
+    with torch.no_grad():
+        full, n_full, _ = _micro_loss(model, examples, pad)
+        fast, n_fast, _ = _micro_loss(model, examples, pad, cache, start)
+    assert n_full == n_fast > 0
+    assert torch.allclose(full, fast, rtol=1e-4), (float(full), float(fast))
+
+
+def test_top_layer_adapter_ships_full_depth_with_the_same_outputs(tmp_path):
+    """TGI needs every layer of a target module; the padded folder must compute exactly what PEFT computed."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from training.ship import write_full_depth
+
+    summary = train(_config(tmp_path, lora_layers=2, target_modules=["q_proj", "down_proj"]), progress=False)
+    assert summary["trained_layers_from"] == 28
+    run_adapter = tmp_path / "run" / "adapter"
+    dest = tmp_path / "shipped"
+    dest.mkdir()
+    assert write_full_depth(run_adapter, dest, 30) == 28
+    weights = load_file(str(dest / "adapter_model.safetensors"))
+    assert len(weights) == 30 * 2 * 2  # layers x modules x (A, B)
+    assert json.loads((dest / "adapter_config.json").read_text())["layers_to_transform"] is None
+
+    ids = None
+    outputs = []
+    for folder in (run_adapter, dest):
+        base, tokenizer = load_model(TrainConfig())
+        model = PeftModel.from_pretrained(base.get_base_model(), str(folder)).eval()
+        ids = tokenizer("Findings: small left effusion.", return_tensors="pt")["input_ids"] if ids is None else ids
+        with torch.no_grad():
+            outputs.append(model(input_ids=ids).logits)
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_abnormal_reports_are_seen_more_often_when_asked():
+    from training.train import epoch_pool
+
+    records = [{"findings": "", "impression": "No acute cardiopulmonary abnormality."},
+               {"findings": "", "impression": "Small left pleural effusion."},
+               {"findings": "", "impression": "No pneumothorax or effusion."},
+               {"findings": "", "impression": "Cardiomegaly. No edema."}]
+    assert epoch_pool(TrainConfig(), records) == [0, 1, 2, 3]
+    assert epoch_pool(TrainConfig(abnormal_weight=3), records) == [0, 1, 2, 3, 1, 3, 1, 3]
