@@ -69,6 +69,15 @@ class GenerationRejected(PermanentError):
     kind = "generation_rejected"
 
 
+class GenerationFailed(PermanentError):
+    """The generator broke on this message with an error radbridge does not know (a bug, not a rejection).
+
+    The message is dead-lettered with its original bytes, to be replayed once the cause is fixed, so one
+    message that always trips the bug cannot crash-loop the service."""
+
+    kind = "generation_failed"
+
+
 class GeneratorUnavailable(RetryableError):
     """The model server is down, overloaded (429/503) or timed out."""
 

@@ -7,13 +7,14 @@ It does not know whether it was called from a file, Kafka or a replay: callers w
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Callable, Literal, Sequence
 
 from .domain import CLOSED_STATUSES, Draft, GenerationParams, Report, SkipReason, Skipped, sha256_of
-from .errors import MalformedMessage, PermanentError, RadbridgeError
+from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError
 from .ports import ExampleSource, Generator
 from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion
 from .reading import detect_format, read_message, split_payload
@@ -60,6 +61,14 @@ class Outcome:
     @property
     def message_id(self) -> str | None:
         return ",".join(self.message_ids) or None
+
+
+def _fault(exc: BaseException) -> dict:
+    """What to log about an unexpected exception: its type and the line that raised it, never its message or a
+    traceback (either may quote the report)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else None
+    return {"error": type(exc).__name__, "raised_at": where}
 
 
 @dataclass
@@ -118,7 +127,7 @@ class Drafter:
         except PermanentError as exc:
             pending.error = exc
         except Exception as exc:  # a reader bug must dead-letter one message, not stop the service
-            log.exception("reader failed", extra={"location": envelope.location})
+            log.error("reader failed", extra={"location": envelope.location, **_fault(exc)})
             pending.error = MalformedMessage(f"unreadable message ({type(exc).__name__})")
         if pending.error is not None:
             pending.reports.clear()
@@ -168,18 +177,38 @@ class Drafter:
                 )
 
     def process(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
-        """Draft a batch. Retryable errors (model or store down) propagate for the whole batch."""
+        """Draft a batch. Retryable errors (model or store down) propagate for the whole batch.
+
+        When the batch fails otherwise, each message is generated on its own: the one the model server
+        rejected, or the one that trips a bug in the generator, is rejected alone and the rest still draft.
+        If every message of a batch of two or more fails on its own with an unknown error, the fault is the
+        service's, not the input's: that error propagates (the service stops rather than dead-letter all
+        traffic).
+        """
         pending = [self._read(e) for e in envelopes]
         try:
             self._generate(pending)
-        except PermanentError:
-            # isolate the message the model server rejected; the rest of the batch still drafts
-            for p in pending:
-                if p.reports and p.error is None:
-                    try:
-                        self._generate([p])
-                    except PermanentError as exc:
-                        p.error = exc
+        except RetryableError:
+            raise
+        except Exception as exc:
+            live = [p for p in pending if p.reports and p.error is None]
+            if not isinstance(exc, PermanentError):
+                log.error("generator failed on a batch, retrying its messages one by one",
+                          extra={"messages": len(live), **_fault(exc)})
+            unknown: list[Exception] = []
+            for p in live:
+                try:
+                    self._generate([p])
+                except PermanentError as one:
+                    p.error = one
+                except RetryableError:
+                    raise
+                except Exception as one:  # never the message text: exception messages may quote it
+                    log.error("generator failed on one message", extra={"location": p.envelope.location, **_fault(one)})
+                    p.error = GenerationFailed(f"the generator failed on this message ({type(one).__name__})")
+                    unknown.append(one)
+            if len(live) > 1 and len(unknown) == len(live):
+                raise unknown[0]
         return [self._finish(p) for p in pending]
 
     def _finish(self, p: _Pending) -> Outcome:

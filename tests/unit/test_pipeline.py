@@ -92,6 +92,36 @@ def test_a_rejected_prompt_is_isolated_to_its_own_message():
     assert outs[1].error.kind == "generation_rejected"
 
 
+class CrashesOnMarked(InstantGenerator):
+    """A generator bug that one message triggers (here an IndexError, as from a tokenizer edge case)."""
+
+    def generate(self, prompts, params):
+        if any("CRASHME" in p.user for p in prompts):
+            raise IndexError("index out of range in self")
+        return super().generate(prompts, params)
+
+
+def test_a_message_that_trips_a_generator_bug_is_dead_lettered_alone(caplog):
+    outs = Drafter(CrashesOnMarked()).process(
+        [Envelope(hl7(uid=1)), Envelope(hl7(uid=2, findings="CRASHME " + REPORT["findings"]), location="rad/0/7"),
+         Envelope(hl7(uid=3))]
+    )
+    assert [o.status for o in outs] == ["drafted", "rejected", "drafted"]
+    assert outs[1].error.kind == "generation_failed" and "IndexError" in str(outs[1].error)
+    logged = " ".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    assert "rad/0/7" in logged and "IndexError" in logged and "test_pipeline.py:" in logged  # where it broke
+    assert "CRASHME" not in logged and "pleural" not in logged  # no report text in the logs
+
+
+def test_a_generator_that_fails_on_every_message_stops_the_batch_instead_of_dead_lettering_it():
+    class Broken(InstantGenerator):
+        def generate(self, prompts, params):
+            raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError):
+        Drafter(Broken()).process([Envelope(hl7(uid=1)), Envelope(hl7(uid=2))])
+
+
 class Empty(InstantGenerator):
     def generate(self, prompts, params):
         return [Generation(text="<|im_end|>") for _ in prompts]
