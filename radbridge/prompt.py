@@ -25,6 +25,8 @@ class Example:
 
     findings: str
     impression: str
+    # Cosine similarity of its findings to the report being drafted (retrieval), shown with ``+sim``.
+    similarity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class PromptTemplate:
     n_examples: int = 0
     # Example findings are cut to this many words (they cost prompt tokens; the impression is what matters).
     example_findings_words: int | None = None
+    # Show each example's similarity to the report: near-duplicate findings (one radiologist's template) are
+    # common and their impression is the one to follow; a weak match is only a hint at the style.
+    show_similarity: bool = False
 
     @property
     def id(self) -> str:
@@ -51,6 +56,8 @@ class PromptTemplate:
             flags += f"+examples{self.n_examples}"
         if self.example_findings_words:
             flags += f"+exwords{self.example_findings_words}"
+        if self.show_similarity:
+            flags += "+sim"
         return f"{self.name}-v{self.version}{flags}"
 
     @classmethod
@@ -68,6 +75,7 @@ class PromptTemplate:
             include_comparison="+comparison" in flags,
             n_examples=int(ex.group(1)) if ex else 0,
             example_findings_words=int(exw.group(1)) if exw else None,
+            show_similarity="+sim" in flags,
         )
 
 
@@ -101,7 +109,10 @@ def build(
         ex_findings = _clean_field(ex.findings)
         if template.example_findings_words:
             ex_findings = " ".join(ex_findings.split()[: template.example_findings_words])
-        parts.append(f"Example {i}:\nFindings: {ex_findings}\nImpression: {_clean_field(ex.impression)}")
+        head = f"Example {i}"
+        if template.show_similarity and ex.similarity is not None:
+            head += f" (similarity {ex.similarity:.2f})"
+        parts.append(f"{head}:\nFindings: {ex_findings}\nImpression: {_clean_field(ex.impression)}")
     body = []
     if template.include_indication and _clean_field(indication):
         body.append(f"Indication: {_clean_field(indication)}")

@@ -64,6 +64,12 @@ class Retriever:
     def search(self, queries: Sequence[str], k: int = 1, exclude: Sequence[int | None] | None = None) -> list[list[int]]:
         """Indices of the k most similar reports per query, best first; ``exclude[i]`` hides one index
         (at training time, the report itself). Ties break on the lower index, so results are deterministic."""
+        return [[j for j, _ in row] for row in self.search_scored(queries, k, exclude)]
+
+    def search_scored(
+        self, queries: Sequence[str], k: int = 1, exclude: Sequence[int | None] | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """``search`` with each hit's cosine similarity (0..1)."""
         import numpy as np
 
         sims = (self._vec.transform([clean_text(q, self.rules) for q in queries]) @ self._matrix.T).toarray()
@@ -72,7 +78,7 @@ class Retriever:
             if exclude is not None and exclude[i] is not None:
                 row[exclude[i]] = -1.0
             order = np.lexsort((np.arange(len(row)), -row))  # by similarity desc, then index asc
-            out.append([int(j) for j in order[:k]])
+            out.append([(int(j), max(0.0, float(row[j]))) for j in order[:k]])
         return out
 
     def nearest_impressions(self, queries: Sequence[str]) -> list[str]:
@@ -94,8 +100,9 @@ class Retriever:
         if k <= 0:
             return [[] for _ in queries]
         result = []
-        for idx in self.search(queries, k, exclude):
-            exs = [Example(truncate_words(self.findings[j], max_findings_words), self.impressions[j]) for j in idx]
+        for hits in self.search_scored(queries, k, exclude):
+            exs = [Example(truncate_words(self.findings[j], max_findings_words), self.impressions[j], round(sim, 2))
+                   for j, sim in hits]
             result.append(list(reversed(exs)))
         return result
 
