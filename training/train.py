@@ -229,8 +229,9 @@ def frozen_states(model, examples: list[tuple[list[int], list[int]]], upto: int,
 
 
 def _cached_frozen_states(model, examples, start: int, out: Path):
-    """``frozen_states`` kept on disk under runs/cache, keyed by the token ids and the split layer, so a resumed
-    run and every variant that shares the prompt (ablations of lr, modules, weighting) compute them once."""
+    """``frozen_states`` kept on disk in a ``cache`` folder beside the run (runs/cache for runs/X), keyed by the
+    token ids and the split layer, so a resumed run and every variant that shares the prompt (ablations of lr,
+    modules, weighting) compute them once."""
     import hashlib
 
     import torch
@@ -238,7 +239,7 @@ def _cached_frozen_states(model, examples, start: int, out: Path):
     h = hashlib.sha256(f"{base_model_path().name}|{start}".encode())
     for x, _ in examples:
         h.update(json.dumps(x).encode())
-    path = REPO / "runs" / "cache" / f"frozen-{h.hexdigest()[:16]}.pt"
+    path = out.parent / "cache" / f"frozen-{h.hexdigest()[:16]}.pt"
     if path.is_file():
         return torch.load(path)
     states = frozen_states(model, examples, start)

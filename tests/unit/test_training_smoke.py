@@ -101,6 +101,7 @@ def test_top_layer_adapter_ships_full_depth_with_the_same_outputs(tmp_path):
 
     summary = train(_config(tmp_path, lora_layers=2, target_modules=["q_proj", "down_proj"]), progress=False)
     assert summary["trained_layers_from"] == 28
+    assert len(list((tmp_path / "cache").glob("frozen-*.pt"))) == 1  # beside the run, never in the repository
     run_adapter = tmp_path / "run" / "adapter"
     dest = tmp_path / "shipped"
     dest.mkdir()
