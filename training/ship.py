@@ -1,6 +1,6 @@
 """Copy a trained adapter into model/ with its manifest (hashes, prompt template, data, recipe, metrics).
 
-    python -m training.ship --run runs/rag --results runs/results/rag.json [--results-extra NAME=FILE ...]
+    python -m training.ship --run runs/best --results valid=runs/results/best.json valid_first50=runs/results/best_50.json
 """
 
 from __future__ import annotations
