@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def _depth(tmp: Path, steps: int) -> dict:
                             [f"max_steps={steps}", f"limit={32 * steps}", "abnormal_weight=1", "epochs=1"])
     result = {}
     for name, layers in (("all_30_layers", None), ("top_8_layers_cached", 8)):
-        cfg = TrainConfig(**{**base.__dict__, "output_dir": str(tmp / name), "lora_layers": layers})
+        cfg = replace(base, output_dir=str(tmp / name), lora_layers=layers)
         s = train(cfg, progress=False)
         result[name] = {"seconds_per_step": round(s["train_seconds"] / s["steps"], 1), "cache_seconds": s["cache_seconds"],
                         "sequence_tokens": s["mean_sequence_tokens"]}

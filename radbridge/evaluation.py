@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .labeler import abnormal as _abnormal
-from .labeler import label
+from .labeler import abnormal, label
 
 CONSTANT_IMPRESSION = "No acute cardiopulmonary abnormality."
 
@@ -53,7 +52,7 @@ class ClinicalCounts:
 def clinical_counts(drafts: Sequence[str], references: Sequence[str]) -> ClinicalCounts:
     tp = fp = fn = 0
     for d, r in zip(drafts, references, strict=True):
-        pd, pr = _abnormal(d), _abnormal(r)
+        pd, pr = abnormal(d), abnormal(r)
         tp += len(pd & pr)
         fp += len(pd - pr)
         fn += len(pr - pd)

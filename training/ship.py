@@ -23,21 +23,23 @@ METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "clinical_f1", "laterality_errors",
 LAYER_KEY = re.compile(r"^(base_model\.model\.model\.layers\.)(\d+)(\..+)$")
 
 
-def write_full_depth(adapter: Path, dest: Path, n_layers: int) -> int:
+def write_full_depth(adapter: Path, dest: Path) -> int:
     """Write ``adapter`` to ``dest`` with LoRA weights for every decoder layer; returns the layers added.
 
-    An adapter trained on the top layers only (PEFT ``layers_to_transform``) loads in PEFT, but TGI drops a
-    target module altogether when any layer lacks it. The missing layers get A = B = 0, whose update B·A·x is
-    exactly zero, so the model computes the same thing and the folder loads in both.
+    An adapter trained on the top layers only (PEFT ``layers_to_transform``, always a run up to the last layer,
+    so the model's depth is its highest index + 1) loads in PEFT, but TGI drops a target module altogether
+    when any layer lacks it. The missing layers get A = B = 0, whose update B·A·x is exactly zero, so the model
+    computes the same thing and the folder loads in both.
     """
     from safetensors.torch import load_file, save_file
 
     config = json.loads((adapter / "adapter_config.json").read_text())
-    weights = load_file(str(adapter / "adapter_model.safetensors"))
     if not config.get("layers_to_transform"):
         shutil.copyfile(adapter / "adapter_config.json", dest / "adapter_config.json")
         shutil.copyfile(adapter / "adapter_model.safetensors", dest / "adapter_model.safetensors")
         return 0
+    n_layers = max(config["layers_to_transform"]) + 1
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
     shapes: dict[str, object] = {}
     present: set[tuple[int, str]] = set()
     for key, w in weights.items():
@@ -59,12 +61,12 @@ def write_full_depth(adapter: Path, dest: Path, n_layers: int) -> int:
     return len(added)
 
 
-def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model", n_layers: int = 30) -> dict:
+def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model") -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     cfg = summary["config"]
     adapter = run_dir / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
-    write_full_depth(adapter, dest, n_layers)
+    write_full_depth(adapter, dest)
     metrics = {}
     for name, path in results.items():
         r = json.loads(Path(path).read_text())

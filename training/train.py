@@ -180,11 +180,8 @@ def load_model(cfg: TrainConfig):
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     n_layers = model.config.num_hidden_layers
-    top = None
-    if cfg.lora_layers is not None:
-        if not 0 < cfg.lora_layers <= n_layers:
-            raise ValueError(f"lora_layers must be in 1..{n_layers}, got {cfg.lora_layers}")
-        top = list(range(n_layers - cfg.lora_layers, n_layers))
+    first = first_trained_layer(cfg, n_layers)
+    top = list(range(first, n_layers)) if cfg.lora_layers is not None else None
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -198,13 +195,13 @@ def load_model(cfg: TrainConfig):
     return get_peft_model(model, lora), tokenizer
 
 
-def first_trained_layer(model) -> int:
-    """Index of the lowest decoder layer with LoRA weights; everything below it is frozen."""
-    import re
-
-    found = [int(m.group(1)) for n, p in model.named_parameters() if p.requires_grad
-             for m in [re.search(r"\.layers\.(\d+)\.", n)] if m]
-    return min(found) if found else 0
+def first_trained_layer(cfg: TrainConfig, n_layers: int) -> int:
+    """Index of the lowest decoder layer that gets LoRA weights; every layer below it is frozen."""
+    if cfg.lora_layers is None:
+        return 0
+    if not 0 < cfg.lora_layers <= n_layers:
+        raise ValueError(f"lora_layers must be in 1..{n_layers}, got {cfg.lora_layers}")
+    return n_layers - cfg.lora_layers
 
 
 def frozen_states(model, examples: list[tuple[list[int], list[int]]], upto: int, batch: int = 16):
@@ -328,7 +325,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     lengths = [len(x) for x, _ in examples]
     pool = epoch_pool(cfg, records)
     steps_per_epoch = math.ceil(len(pool) / cfg.effective_batch)
-    start = first_trained_layer(model) if cfg.lora_layers is not None else 0
+    start = first_trained_layer(cfg, model.config.num_hidden_layers)
     cache, cache_seconds = None, 0.0
     if start:
         t0 = time.perf_counter()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-import httpx
 import pytest
+from server_helpers import wait_until_serving
 
 from radbridge.adapters.broker import free_port
 
@@ -63,7 +62,7 @@ def sekmet_fhir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
             stdin=subprocess.DEVNULL,
         )
     try:
-        _wait_ready(base_url, process, log_path)
+        wait_until_serving(f"{base_url}/metadata", process, SEKMET_STARTUP_S, "sekmet", log_path.read_text)
         yield FhirServer(base_url=base_url, log_path=log_path)
     finally:
         process.terminate()
@@ -72,20 +71,6 @@ def sekmet_fhir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + SEKMET_STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"sekmet exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/metadata", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"sekmet not ready after {SEKMET_STARTUP_S} s:\n{log_path.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,19 @@
-"""Run an ASGI app on a free loopback port in a thread, recording every exchange for contract checks."""
+"""Servers for integration tests: an ASGI app on a free loopback port in a thread, recording every exchange
+for contract checks; and waiting for a server started as a process to answer."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
 import uvicorn
 
 from radbridge.adapters.broker import free_port  # noqa: F401  (re-exported for the tests)
-
 from radbridge.adapters.tgi_contract import TgiContract
 
 
@@ -95,3 +98,22 @@ class ThreadedServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, timeout_s: float, what: str, logs: Callable[[], str]) -> None:
+    """Poll ``url`` until it answers 200. If the process exits, or is killed here at the deadline, fail with the
+    tail of ``logs()`` (read only then, so a pipe is read after it has closed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{logs()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise TimeoutError(f"{what} did not answer {url} within {timeout_s:.0f} s:\n{logs()[-2000:]}")
+        time.sleep(0.2)

@@ -19,7 +19,7 @@ from radbridge.errors import AdapterMismatch, GenerationRejected, GeneratorUnava
 from radbridge.prompt import DEFAULT_TEMPLATE, STOP_SEQUENCES, build, render
 
 from lora_helpers import write_random_lora
-from server_helpers import Recorder, ThreadedServer, check_exchange, free_port
+from server_helpers import Recorder, ThreadedServer, check_exchange, free_port, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,6 @@ def test_module_entry_point_serves_tgi_protocol(tmp_path):
     import os
     import subprocess
     import sys
-    import time
 
     import httpx
 
@@ -118,16 +117,7 @@ def test_module_entry_point_serves_tgi_protocol(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.5)
+        wait_until_serving(f"{url}/health", proc, 300, "model server", lambda: proc.stderr.read().decode())
         contract = load_contract()
         contract.validate("Info", httpx.get(f"{url}/info", timeout=10).json())
         gen = TgiGenerator(url, adapter="rad", retry=FAST)

@@ -3,11 +3,11 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from server_helpers import wait_until_serving
 
 from radbridge.adapters.broker import free_port
 
@@ -25,19 +25,7 @@ def server():
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve-model exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise TimeoutError("serve-model did not become healthy")
-        time.sleep(0.5)
+    wait_until_serving(f"{url}/health", proc, 300, "serve-model", proc.stderr.read)
     yield url
     proc.terminate()
     proc.wait(30)

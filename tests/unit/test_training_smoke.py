@@ -73,7 +73,7 @@ def test_cached_frozen_layers_give_the_same_loss_as_a_full_pass(tmp_path):
 
     cfg = _config(tmp_path, lora_layers=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
     model, tokenizer = load_model(cfg)
-    start = first_trained_layer(model)
+    start = first_trained_layer(cfg, model.config.num_hidden_layers)
     assert start == model.config.num_hidden_layers - 4
     trained = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trained == {str(i) for i in range(start, start + 4)}
@@ -105,7 +105,7 @@ def test_top_layer_adapter_ships_full_depth_with_the_same_outputs(tmp_path):
     run_adapter = tmp_path / "run" / "adapter"
     dest = tmp_path / "shipped"
     dest.mkdir()
-    assert write_full_depth(run_adapter, dest, 30) == 28
+    assert write_full_depth(run_adapter, dest) == 28
     weights = load_file(str(dest / "adapter_model.safetensors"))
     assert len(weights) == 30 * 2 * 2  # layers x modules x (A, B)
     assert json.loads((dest / "adapter_config.json").read_text())["layers_to_transform"] is None
