@@ -74,19 +74,47 @@ def laterality_disagreements(draft: str, findings: str) -> list[str]:
     return sorted(wrong)
 
 
+def mean_words(texts: Sequence[str]) -> float:
+    return statistics.fmean(len(t.split()) for t in texts) if texts else 0.0
+
+
 def score(drafts: Sequence[str], references: Sequence[str], findings: Sequence[str]) -> dict:
     counts = clinical_counts(drafts, references)
     lat = sum(len(laterality_disagreements(d, f)) for d, f in zip(drafts, findings, strict=True))
-    words = lambda texts: statistics.fmean(len(t.split()) for t in texts) if texts else 0.0  # noqa: E731
     return {
         **rouge(drafts, references),
         "clinical_f1": counts.f1,
         "clinical_counts": {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn},
         "laterality_errors": lat,
         "n": len(drafts),
-        "mean_draft_words": words(drafts),
-        "mean_reference_words": words(references),
+        "mean_draft_words": mean_words(drafts),
+        "mean_reference_words": mean_words(references),
+        "by_reference": by_reference(drafts, references),
     }
+
+
+def by_reference(drafts: Sequence[str], references: Sequence[str]) -> dict[str, dict]:
+    """The same figures split by whether the reference impression asserts an abnormal observation.
+
+    Most OpenI studies are normal, so the overall figures hide how a system does on the abnormal minority:
+    radiologists write long impressions there, and that is where a draft that says "normal" loses.
+    ``drafts_abnormal``: how many drafts in the group assert an abnormal observation themselves.
+    """
+    groups: dict[str, tuple[list[str], list[str]]] = {"abnormal": ([], []), "normal": ([], [])}
+    for d, r in zip(drafts, references, strict=True):
+        g = groups["abnormal" if abnormal(r) else "normal"]
+        g[0].append(d)
+        g[1].append(r)
+    out = {}
+    for name, (ds, rs) in groups.items():
+        out[name] = {
+            "n": len(ds),
+            "rougeL": rouge(ds, rs)["rougeL"] if ds else 0.0,
+            "mean_draft_words": mean_words(ds),
+            "mean_reference_words": mean_words(rs),
+            "drafts_abnormal": sum(1 for d in ds if abnormal(d)),
+        }
+    return out
 
 
 def read_records(path: str | Path, limit: int | None = None) -> list[dict]:
@@ -169,6 +197,11 @@ def summary_line(result: dict) -> str:
         f"n={result['n']} R1={result['rouge1']:.4f} R2={result['rouge2']:.4f} RL={result['rougeL']:.4f} "
         f"clinF1={result['clinical_f1']:.4f} lat={result['laterality_errors']} "
         f"words={result['mean_draft_words']:.1f}/{result['mean_reference_words']:.1f}"
+        + "".join(
+            f" | {name}: n={g['n']} RL={g['rougeL']:.4f} words={g['mean_draft_words']:.1f}/"
+            f"{g['mean_reference_words']:.1f} drafts_abnormal={g['drafts_abnormal']}"
+            for name, g in result.get("by_reference", {}).items()
+        )
     )
 
 

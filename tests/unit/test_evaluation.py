@@ -81,6 +81,20 @@ def test_score_keys_and_lengths():
     assert s["mean_reference_words"] == pytest.approx(3.5)
 
 
+def test_by_reference_splits_figures_by_abnormal_reference():
+    refs = ["Large right pleural effusion and cardiomegaly.", "No acute disease.", "No acute cardiopulmonary abnormality."]
+    drafts = ["No acute disease.", "No acute disease.", "Small left pneumothorax."]
+    g = score(drafts, refs, ["x"] * 3)["by_reference"]
+    assert g["abnormal"]["n"] == 1 and g["normal"]["n"] == 2
+    assert g["abnormal"]["mean_reference_words"] == pytest.approx(6)
+    assert g["abnormal"]["mean_draft_words"] == pytest.approx(3)
+    assert g["normal"]["mean_draft_words"] == pytest.approx(3)  # (3 + 3) / 2
+    assert g["abnormal"]["drafts_abnormal"] == 0  # it said normal where the radiologist did not
+    assert g["normal"]["drafts_abnormal"] == 1  # a false alarm
+    assert g["normal"]["rougeL"] == pytest.approx(0.5)  # identical, then disjoint
+    assert g["abnormal"]["rougeL"] == 0.0
+
+
 def test_retrieval_baseline_returns_nearest_training_impression():
     r = Retriever(TRAIN)
     assert r.nearest_impressions([v["findings"] for v in VALID]) == [
