@@ -180,3 +180,18 @@ def coding_system_uri(name: str) -> str | None:
     if not name:
         return None
     return CODING_SYSTEMS.get(name.upper(), name)
+
+
+# HL7 table 0211 (MSH-18, alternate character sets) -> Python codec. Only sets with one well-defined byte
+# encoding are listed; UTF-16/32 and the deprecated "UNICODE" (UCS-2) cannot be framed byte-wise the way ER7
+# is, and ISO IR14/IR159 are only meaningful inside ISO 2022 switching (ISO IR87 is read as ISO-2022-JP,
+# which is how Japanese HL7 senders use it).
+CHARSETS = {
+    "ASCII": "ascii",
+    **{f"8859/{n}": f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15)},
+    "UNICODE UTF-8": "utf-8",
+    "ISO IR87": "iso2022_jp",
+    "GB 18030-2000": "gb18030",
+    "KS X 1001": "euc_kr",
+    "BIG-5": "big5",
+}

@@ -10,6 +10,9 @@ Reading rules worth knowing (details in hl7v2_codes for vocabulary, hl7v2_er7 fo
   codes only). Errors and skip details likewise never quote report text or patient identifiers.
 - Accession number: IPC-1 when present, else OBR-18 (IHE placer field 1), else the filler order number
   OBR-3, which most RIS use as the accession.
+- Character set: MSH-18 (table 0211: ASCII, ISO 8859 parts, UTF-8, ISO IR87, GB 18030, KS X 1001, BIG-5)
+  when the bytes agree with it, else the bytes decide (UTF-8, else Windows-1252). Every fallback is named
+  in ``unmapped``. UTF-16/32 are not read.
 """
 
 from __future__ import annotations
@@ -90,16 +93,49 @@ class Message:
         return self.text(parts[n - 1]) if n <= len(parts) else ""
 
 
-def _decode(data: bytes) -> tuple[str, str]:
+def _declared_charset(body: bytes) -> str:
+    """MSH-18's first repetition (the message's character set), read from the ASCII-compatible first line."""
+    first_line = body.decode("latin-1").replace("\n", "\r").split("\r", 1)[0]
+    if not first_line.startswith("MSH") or len(first_line) < 8:
+        return ""
+    fields = first_line.split(first_line[3])
+    if len(fields) < 18:
+        return ""
+    return fields[17].split(first_line[5], 1)[0].strip().upper()  # MSH-2's second character: repetition
+
+
+def _decode(data: bytes) -> tuple[str, str, list[str]]:
+    """The message's text, the codec that read it, and remarks for `unmapped`.
+
+    MSH-18 decides when it names a character set we can read and the bytes agree with it; otherwise the
+    bytes decide (UTF-8 when they are valid UTF-8, else Windows-1252), and the reader says so. A wrong or
+    missing MSH-18 is common, so it never makes a message unreadable.
+    """
     body = data
     if body.startswith(BOM):
         body = body[len(BOM) :]
+    declared = _declared_charset(body)
+    codec = codes.CHARSETS.get(declared)
+    if codec:
+        try:
+            return body.decode(codec), codec, []
+        except UnicodeDecodeError:
+            pass
     try:
-        return body.decode("utf-8"), "utf-8"
+        text, used = body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         # Pre-Unicode senders (MSH-18 8859/1 or nothing) send Latin-1/Windows-1252; decoding that way
         # never fails, so a stray byte cannot make a whole report unreadable.
-        return body.decode("cp1252", errors="replace"), "cp1252"
+        text, used = body.decode("cp1252", errors="replace"), "cp1252"
+    if codec:
+        notes = [f"bytes do not match MSH-18 {declared}: read as {used}"]
+    elif declared:
+        notes = [f"MSH-18 character set {declared[:24]} not supported: read as {used}"]
+    elif used != "utf-8":
+        notes = [f"bytes are not UTF-8: read as {used}"]
+    else:
+        notes = []
+    return text, used, notes
 
 
 def _unframe(data: bytes) -> bytes:
@@ -113,7 +149,7 @@ def _unframe(data: bytes) -> bytes:
 
 def parse(data: bytes) -> Message:
     """Tokenise one message and group its segments. Raises MalformedMessage."""
-    text, charset = _decode(_unframe(data))
+    text, charset, charset_notes = _decode(_unframe(data))
     text = text.strip().lstrip("\ufeff")
     if not text:
         raise MalformedMessage("empty message", where="segment 1")
@@ -145,9 +181,7 @@ def parse(data: bytes) -> Message:
         version = resolved
         if resolved != declared:
             notes.append(f"MSH-12 version {declared[:12]} read with HL7 {resolved} tables")
-    if charset != "utf-8":
-        # MSH-18 is often absent or wrong; the bytes decide, and a non-UTF-8 read is worth knowing about.
-        notes.append(f"bytes are not UTF-8: read as {charset}")
+    notes.extend(charset_notes)
 
     header, groups = _group(segments)
     return Message(

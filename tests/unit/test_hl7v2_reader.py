@@ -485,6 +485,57 @@ def test_latin1_bytes_are_read():
     assert "bytes are not UTF-8: read as cp1252" in r.unmapped
 
 
+def oru_in(charset: str, findings: str, codec: str) -> bytes:
+    """An ORU whose MSH-18 declares ``charset``, its findings OBX encoded with ``codec``."""
+    data = oru("OBX|1|TX|59776-5^Procedure Findings^LN||FINDINGS||||||F", version="2.5.1||||||" + charset)
+    return data.replace(b"FINDINGS", findings.encode(codec))
+
+
+def test_msh18_declared_charset_decides():
+    # Cyrillic in ISO 8859-5 is valid Windows-1252 too: read by the bytes alone it would become silent mojibake.
+    (r,) = read_hl7v2(oru_in("8859/5", "Правосторонний плевральный выпот.", "iso8859-5"))
+    assert r.findings == "Правосторонний плевральный выпот."
+    assert not [n for n in r.unmapped if "MSH-18" in n or "UTF-8" in n]
+    # Latin-1 bytes that happen to be valid UTF-8 ("Ã©" is C3 A9): MSH-18 8859/1 wins over the bytes.
+    (r,) = read_hl7v2(oru_in("8859/1", "Ã©panchement.", "latin-1"))
+    assert r.findings == "Ã©panchement."
+
+
+def test_msh18_iso_ir87_is_read_as_iso_2022_jp():
+    # JIS X 0208 bytes include "|" and "^"; decoding must happen before the message is split into fields.
+    text = "右胸水あり。気胸なし。"
+    assert any(c in text.encode("iso2022_jp") for c in b"|^~&")
+    (r,) = read_hl7v2(oru_in("ISO IR87", text, "iso2022_jp"))
+    assert r.findings == text
+
+
+def test_msh18_hex_escape_uses_the_declared_charset():
+    (r,) = read_hl7v2(oru_in("8859/7", "\\XE1\\\\XF1\\", "ascii"))  # hex escapes E1, F1 in ISO 8859-7: alpha, rho
+    assert r.findings == "αρ"
+
+
+def test_msh18_that_the_bytes_contradict_falls_back_and_says_so():
+    (r,) = read_hl7v2(oru_in("ASCII", "Épanchement pleural droit.", "utf-8"))
+    assert r.findings == "Épanchement pleural droit."
+    assert "bytes do not match MSH-18 ASCII: read as utf-8" in r.unmapped
+    (r,) = read_hl7v2(oru_in("UNICODE UTF-8", "Erguss ä.", "latin-1"))
+    assert r.findings == "Erguss ä."
+    assert "bytes do not match MSH-18 UNICODE UTF-8: read as cp1252" in r.unmapped
+
+
+def test_msh18_unsupported_charset_is_named():
+    (r,) = read_hl7v2(oru_in("UNICODE UTF-16", "Lungs are clear.", "ascii"))
+    assert r.findings == "Lungs are clear."
+    assert "MSH-18 character set UNICODE UTF-16 not supported: read as utf-8" in r.unmapped
+
+
+def test_real_fixture_declaring_utf8_reads_without_charset_remarks():
+    path = REF / "gcp_oru_r01_ex1_vitals_v23.hl7"
+    msg = parse(path.read_bytes())
+    assert msg.charset == "utf-8"
+    assert not [n for n in msg.notes if "MSH-18" in n or "UTF-8" in n]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Encoding helpers
 
