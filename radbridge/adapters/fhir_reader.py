@@ -1,5 +1,8 @@
 """Read FHIR R4 DiagnosticReports, alone or inside a Bundle of any type, into domain Reports.
 
+Bundles nested in a Bundle's entries (a message Bundle carrying a document Bundle, say) are read too, up to
+three levels; references resolve among the entries of the Bundle that holds the report.
+
 Validation policy (why it is not "validate the whole Bundle"):
 - every DiagnosticReport is validated strictly with the fhir.resources R4B model; an invalid one makes the
   whole message malformed (MalformedMessage names the JSON path, never the text);
@@ -28,7 +31,7 @@ import html
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -156,6 +159,7 @@ class _Message:
     message_time: datetime | None = None
     entries: list[dict] = field(default_factory=list)  # Bundle entries (empty for a lone resource)
     by_ref: dict[str, int] = field(default_factory=dict)  # fullUrl / Type/id -> entry index
+    path: str = "Bundle"  # JSON path of the Bundle whose entries these are (nested: Bundle.entry[2].resource)
 
     def source(self, index: int) -> SourceRef:
         return SourceRef(
@@ -182,17 +186,37 @@ def _load(data: bytes) -> dict:
     return doc
 
 
+_MAX_BUNDLE_DEPTH = 3  # a Bundle inside a Bundle inside a Bundle (message -> document -> ...); deeper is malformed
+
+
 def _read_bundle(bundle: dict, msg: _Message) -> list[Report | Skipped]:
     ident = bundle.get("identifier")
     msg.message_id = _str(bundle.get("id")) or (_str(ident.get("value")) if isinstance(ident, dict) else None)
+    msg.message_time = _instant(bundle.get("timestamp")) or _instant(_get(bundle, "meta", "lastUpdated"))
+    reports, kinds = _bundle_reports(bundle, msg, depth=1, start=0)
+    if not reports:
+        if msg.message_time is None:
+            msg.message_time = msg.received_at
+        return [Skipped(msg.source(0), SkipReason.NOT_A_RESULT, f"{bundle['type']} Bundle without DiagnosticReport ({kinds or 'empty'})")]
+    return reports
+
+
+def _bundle_reports(bundle: dict, msg: _Message, *, depth: int, start: int) -> tuple[list[Report | Skipped], str]:
+    """Reports of one Bundle's entries, then of the Bundles among them (each its own reference scope).
+
+    A Bundle nested in an entry (a FHIR message carrying a document Bundle, a batch of collections) is read
+    like the outer one; its references resolve among its own entries, as FHIR's resolution rules say. Report
+    indexes continue across nesting levels so every report of the message keeps a distinct SourceRef.index.
+    """
+    path = msg.path
     btype = bundle.get("type")
     if not isinstance(btype, str) or btype not in BUNDLE_TYPES:
-        raise MalformedMessage("Bundle.type missing or not a Bundle type", where="Bundle.type", message_id=msg.message_id)
+        raise MalformedMessage("Bundle.type missing or not a Bundle type", where=f"{path}.type", message_id=msg.message_id)
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
-        raise MalformedMessage("Bundle.entry must be an array", where="Bundle.entry", message_id=msg.message_id)
+        raise MalformedMessage("Bundle.entry must be an array", where=f"{path}.entry", message_id=msg.message_id)
     for i, entry in enumerate(entries):
-        where = f"Bundle.entry[{i}]"
+        where = f"{path}.entry[{i}]"
         if not isinstance(entry, dict):
             raise MalformedMessage("entry must be an object", where=where, message_id=msg.message_id)
         res = entry.get("resource")
@@ -206,18 +230,25 @@ def _read_bundle(bundle: dict, msg: _Message) -> list[Report | Skipped]:
         if isinstance(res.get("id"), str):
             msg.by_ref.setdefault(f"{res['resourceType']}/{res['id']}", i)
     msg.entries = entries
-    msg.message_time = _instant(bundle.get("timestamp")) or _instant(_get(bundle, "meta", "lastUpdated"))
     reports: list[Report | Skipped] = []
+    nested: list[int] = []
     for i, entry in enumerate(entries):
         res = entry.get("resource")
-        if isinstance(res, dict) and res.get("resourceType") == "DiagnosticReport":
-            reports.append(_read_report(res, f"Bundle.entry[{i}].resource", len(reports), msg, entry_index=i))
-    if not reports:
-        if msg.message_time is None:
-            msg.message_time = msg.received_at
-        kinds = _count_types(range(len(entries)), entries)
-        return [Skipped(msg.source(0), SkipReason.NOT_A_RESULT, f"{btype} Bundle without DiagnosticReport ({kinds or 'empty'})")]
-    return reports
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
+        if rtype == "DiagnosticReport":
+            reports.append(_read_report(res, f"{path}.entry[{i}].resource", start + len(reports), msg, entry_index=i))
+        elif rtype == "Bundle":
+            nested.append(i)
+    kinds = _count_types(range(len(entries)), entries)
+    for i in nested:
+        if depth >= _MAX_BUNDLE_DEPTH:
+            raise MalformedMessage(f"Bundles nested deeper than {_MAX_BUNDLE_DEPTH}", where=f"{path}.entry[{i}].resource",
+                                   message_id=msg.message_id)
+        inner = replace(msg, entries=[], by_ref={}, path=f"{path}.entry[{i}].resource")
+        inner.message_time = msg.message_time or _instant(entries[i]["resource"].get("timestamp"))
+        found, _ = _bundle_reports(entries[i]["resource"], inner, depth=depth + 1, start=start + len(reports))
+        reports.extend(found)
+    return reports, kinds
 
 
 # -- one DiagnosticReport ---------------------------------------------------------------------------------
@@ -347,7 +378,7 @@ class _Resolver:
         if i is None:
             return None
         self.used_entries.add(i)
-        return f"Bundle.entry[{i}]", self.msg.entries[i]["resource"]
+        return f"{self.msg.path}.entry[{i}]", self.msg.entries[i]["resource"]
 
     def unused_contained(self) -> list[str]:
         return [
@@ -361,7 +392,7 @@ class _Resolver:
         by_type: dict[str, list[int]] = defaultdict(list)
         for i in unused:
             by_type[self.msg.entries[i]["resource"]["resourceType"]].append(i)
-        return [f"Bundle.entry[{','.join(map(str, idx))}] {rtype}: not used by this report" for rtype, idx in by_type.items()]
+        return [f"{self.msg.path}.entry[{','.join(map(str, idx))}] {rtype}: not used by this report" for rtype, idx in by_type.items()]
 
 
 # Elements of a companion resource that a report reads (plus the required ones, and every value[x] of an

@@ -134,6 +134,71 @@ def test_uscore_chest_xray_in_a_bundle_reads_the_companion_observations():
     assert not any("Bundle.entry" in u for u in r.unmapped)  # both entries were used
 
 
+
+def chest_xray_document(bundle_id: str = "doc-1") -> dict:
+    """The US Core chest X-ray with its companion Observations, as a document Bundle."""
+    dr = json.loads(ref_bytes("uscore_DiagnosticReport-chest-xray-report.json"))
+    findings = json.loads(ref_bytes("uscore_companion_Observation-xray-chest-findings.json"))
+    impression = json.loads(ref_bytes("uscore_companion_Observation-xray-chest-impression.json"))
+    base = "https://fhir.example.org/r4"
+    return {
+        "resourceType": "Bundle", "id": bundle_id, "type": "document", "timestamp": "2019-02-05T08:00:00Z",
+        "entry": [
+            {"fullUrl": f"{base}/DiagnosticReport/{dr['id']}", "resource": dr},
+            {"fullUrl": f"{base}/Observation/{findings['id']}", "resource": findings},
+            {"fullUrl": f"{base}/Observation/{impression['id']}", "resource": impression},
+        ],
+    }  # fmt: skip
+
+
+def message_bundle(*inner: dict, own: list[dict] = ()) -> dict:
+    header = {"resourceType": "MessageHeader", "id": "mh", "eventCoding": {"code": "radiology-result"},
+              "source": {"endpoint": "urn:ris"}}  # fmt: skip
+    return {
+        "resourceType": "Bundle", "id": "msg-1", "type": "message", "timestamp": "2019-02-06T09:00:00Z",
+        "entry": [{"fullUrl": "urn:uuid:mh", "resource": header}, *({"resource": r} for r in [*own, *inner])],
+    }  # fmt: skip
+
+
+def test_a_report_inside_a_bundle_inside_a_bundle_is_read_with_its_own_companions():
+    r = only_report(read_fhir(json.dumps(message_bundle(chest_xray_document())).encode()))
+    assert r.source.message_id == "msg-1"  # the message, not the document, is what arrived
+    assert r.source.message_time == datetime(2019, 2, 6, 9, 0, tzinfo=timezone.utc)
+    assert r.impression == "No acute abnormality"  # from the companion Observation of the inner Bundle
+    assert not any("not in this message" in u for u in r.unmapped)
+
+
+def test_reports_at_several_nesting_levels_keep_distinct_indexes():
+    outer_dr = json.loads(ref_bytes("uscore_DiagnosticReport-chest-xray-report.json"))
+    doc = chest_xray_document()
+    items = read_fhir(json.dumps(message_bundle(doc, own=[outer_dr])).encode())
+    assert [type(x) for x in items] == [Report, Report]
+    assert [x.source.index for x in items] == [0, 1]
+    outer, inner = items
+    assert "DiagnosticReport.result[0] Observation/xray-chest-findings: not in this message" in outer.unmapped
+    assert not any("not in this message" in u for u in inner.unmapped)
+    # What the outer report did not use is named with its path, the inner Bundle included.
+    assert "Bundle.entry[2] Bundle: not used by this report" in outer.unmapped
+
+
+def test_nested_bundle_errors_name_the_nested_path():
+    doc = chest_xray_document()
+    doc["type"] = "not-a-type"
+    with pytest.raises(MalformedMessage) as info:
+        read_fhir(json.dumps(message_bundle(doc)).encode())
+    assert info.value.where == "Bundle.entry[1].resource.type"
+    deep = message_bundle(message_bundle(message_bundle(chest_xray_document())))
+    with pytest.raises(MalformedMessage) as info:
+        read_fhir(json.dumps(deep).encode())
+    assert "nested deeper" in str(info.value)
+
+
+def test_a_message_bundle_whose_inner_bundle_has_no_report_is_skipped_as_not_a_result():
+    doc = chest_xray_document()
+    doc["entry"] = doc["entry"][1:]
+    (item,) = read_fhir(json.dumps(message_bundle(doc)).encode())
+    assert isinstance(item, Skipped) and item.reason is SkipReason.NOT_A_RESULT
+
 def test_cardiology_report_is_not_radiology_and_says_why_by_codes_only():
     (skip,) = read_fhir(ref_bytes("uscore_DiagnosticReport-cardiology-report.json"))
     assert skip.reason is SkipReason.NOT_RADIOLOGY
