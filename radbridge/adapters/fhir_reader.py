@@ -36,6 +36,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from ..attachments import PREFERENCE, READABLE, UnreadableAttachment, html_to_text, read_attachment
 from ..domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ..errors import MalformedMessage
 from ..sections import split_sections
@@ -109,13 +110,6 @@ _MAPPED_KEYS = frozenset(
      "contained", "text", "imagingStudy", "media", "language"}
 )
 
-_HTML_DROP = re.compile(r"(?is)<!--.*?-->|<!doctype[^>]*>|<\?xml[^>]*\?>|<(head|script|style|title)\b.*?</\1\s*>")
-_HTML_BREAK = re.compile(
-    r"(?i)<\s*(?:br|hr|/?p|/?div|/?li|/?tr|/?h[1-6]|/?ul|/?ol|/?table|/?pre|/?blockquote|/?section|/?dt|/?dd)\b[^>]*>"
-)
-_HTML_CELL = re.compile(r"(?i)<\s*/?\s*t[dh]\b[^>]*>")
-_HTML_TAG = re.compile(r"<[^>]*>")
-_SPACES = re.compile(r"[ \t\f\v\xa0]+")
 # Trailing sign-off lines: they name people, carry no findings and would leak into prompts.
 _SIGNATURE = re.compile(
     r"(?i)^\s*(?:(?:dictated|signed|electronically\s+signed|reviewed|transcribed|verified|approved|finali[sz]ed|"
@@ -123,7 +117,6 @@ _SIGNATURE = re.compile(
     r"(?:read|reported|interpreted|dictated|transcribed)\s+by\b|"
     r"(?:attending\s+)?radiologist\s*:|wsn\s*:|workstation\s*:)"
 )
-_CHARSET = re.compile(r"(?i)charset\s*=\s*\"?([\w.:-]+)")
 
 
 def read_fhir(
@@ -508,23 +501,23 @@ def _presented_form_texts(dr: dict, where: str, message_id: str | None, unmapped
         if not data:
             unmapped.append(f"{name}: " + ("by url only, cannot be read" if att.get("url") else "no data"))
             continue
-        if kind and kind not in ("text/plain", "text/html", "application/xhtml", "application/xhtml+xml", "text/markdown"):
+        if kind and kind not in READABLE:
             unmapped.append(f"{name}: content type cannot be read")
             continue
         try:
             raw = base64.b64decode(data)
         except (binascii.Error, ValueError):
             raise MalformedMessage("presentedForm.data is not base64", where=f"{where}.presentedForm[{i}].data", message_id=message_id) from None
-        text = _decode(raw, ctype)
-        if not kind:  # senders omit contentType; sniff rather than lose the text
-            kind = "text/html" if re.match(r"(?is)\s*(<!doctype|<html|<div|<p\b)", text) else "text/plain"
-        if kind != "text/plain" and kind != "text/markdown":
-            text = html_to_text(text)
+        try:
+            kind, text = read_attachment(raw, ctype)
+        except UnreadableAttachment as exc:
+            unmapped.append(f"{name}: {exc}")
+            continue
         readable.append((i, kind, text))
     if not readable:
         return []
     # Several renditions of the same report are common (plain + HTML); read one, name the others.
-    readable.sort(key=lambda t: (t[1] != "text/plain", t[0]))
+    readable.sort(key=lambda t: (PREFERENCE.index(t[1]), t[0]))
     i, kind, text = readable[0]
     for j, other, _ in readable[1:]:
         unmapped.append(f"DiagnosticReport.presentedForm[{j}] {other}: another rendition, not read")
@@ -572,34 +565,11 @@ def _strip_signature(text: str) -> tuple[str, int]:
     return "\n".join(lines[:n]), removed
 
 
-def html_to_text(markup: str) -> str:
-    """XHTML/HTML -> plain text, one line per block element or <br/>; entities decoded."""
-    text = _HTML_DROP.sub("", markup)
-    text = _HTML_BREAK.sub("\n", text)
-    text = _HTML_CELL.sub(" ", text)
-    text = html.unescape(_HTML_TAG.sub("", text))
-    lines = (_SPACES.sub(" ", ln).strip() for ln in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    return "\n".join(ln for ln in lines if ln)
-
-
 def _unescape_newlines(text: str) -> str:
     # Some senders (US Core examples among them) put a literal backslash-n where they meant a line break.
     if "\n" not in text.strip() and "\\n" in text:
         text = text.replace("\\r\\n", "\n").replace("\\n", "\n")
     return text.strip()
-
-
-def _decode(raw: bytes, content_type: str) -> str:
-    m = _CHARSET.search(content_type)
-    if m:
-        try:
-            return raw.decode(m.group(1))
-        except (LookupError, UnicodeDecodeError):
-            pass
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
 
 
 # -- coded fields -----------------------------------------------------------------------------------------

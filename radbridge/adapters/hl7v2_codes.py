@@ -152,6 +152,9 @@ RESULT_STATUS: dict[str, str] = {
     "Z": "unknown",
 }
 TEXT_TYPES = frozenset({"TX", "FT", "ST", "TXT"})
+# ED-3 data subtypes (HL7 table 0291 and what senders write there) -> media type for radbridge.attachments.
+ED_SUBTYPES = {"PDF": "application/pdf", "RTF": "text/rtf", "HTML": "text/html", "PLAIN": "text/plain",
+               "TEXT": "text/plain", "TXT": "text/plain", "XHTML": "application/xhtml+xml"}  # fmt: skip
 # OBX-11 values whose text must not be used: deleted, wrong, or "cannot be obtained".
 EXCLUDED_OBX_STATUSES = frozenset({"D", "W", "X"})
 

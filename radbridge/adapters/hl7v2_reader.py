@@ -1,11 +1,13 @@
 """HL7 v2 ORU^R01 -> radbridge Reports (one per radiology OBR group) or Skipped, each with its reason.
 
 Reading rules worth knowing (details in hl7v2_codes for vocabulary, hl7v2_er7 for the encoding):
-- Report text is every textual OBX (TX/FT/ST) of the group, joined in OBX order whatever its type. OBX-3
+- Report text is every textual OBX (TX/FT/ST, and ED documents: PDF, RTF, HTML or plain text, read by
+  radbridge.attachments) of the group, joined in OBX order whatever its type. OBX-3
   names its section (LOINC, ``&IMP``-style suffixes, or the code's name); uncoded or whole-report text is
   split by its headings, and with no heading at all it is the findings.
 - Short coded text results (a measurement such as "Liver Mass: 4mmx6mm") join the findings with their
-  name as a label; coded values (CE/CWE), numbers, images and references are named in ``unmapped``.
+  name as a label; coded values (CE/CWE), numbers, images, RP pointers (never fetched) and unreadable ED
+  documents are named in ``unmapped``, and in the skip reason when the report had no other text.
 - Every segment and OBX that does not land in a Report field is named in ``Report.unmapped`` (names and
   codes only). Errors and skip details likewise never quote report text or patient identifiers.
 - Accession number: IPC-1 when present, else OBR-18 (IHE placer field 1), else the filler order number
@@ -17,9 +19,12 @@ Reading rules worth knowing (details in hl7v2_codes for vocabulary, hl7v2_er7 fo
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..attachments import UnreadableAttachment, read_attachment
 from ..domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ..errors import MalformedMessage
 from ..sections import split_sections
@@ -41,7 +46,7 @@ from .hl7v2_er7 import (
     unescape,
 )
 
-__all__ = ["split_hl7_stream", "read_hl7v2", "Message", "parse"]
+__all__ = ["Message", "parse", "read_hl7v2", "split_hl7_stream"]
 
 # Segments that begin a new order group or a new patient, closing the current OBR group.
 _PATIENT_LEVEL = {"PID", "PD1", "PV1", "PV2", "NK1", "GT1", "IN1", "AL1", "DG1"}
@@ -111,9 +116,7 @@ def _decode(data: bytes) -> tuple[str, str, list[str]]:
     bytes decide (UTF-8 when they are valid UTF-8, else Windows-1252), and the reader says so. A wrong or
     missing MSH-18 is common, so it never makes a message unreadable.
     """
-    body = data
-    if body.startswith(BOM):
-        body = body[len(BOM) :]
+    body = data.removeprefix(BOM)
     declared = _declared_charset(body)
     codec = codes.CHARSETS.get(declared)
     if codec:
@@ -329,6 +332,7 @@ def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: lis
         unmapped.append(f"ORC[{group.index + 1}]")
     texts: list[_Text] = []
     obx_statuses: list[str] = []
+    unread: list[str] = []  # attachments that could not be read, named by kind
     for ordinal, obx in enumerate(obxs, start=1):
         vtype = obx[2].strip().upper()
         code, name = msg.comp(obx[3], 1), msg.comp(obx[3], 2)
@@ -339,13 +343,18 @@ def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: lis
             continue
         if status:
             obx_statuses.append(status)
-        if vtype not in codes.TEXT_TYPES:
+        if vtype in ("ED", "RP"):
+            value = _attachment_text(msg, vtype, obx[5], label, unread)
+            if value is None:
+                continue
+        elif vtype in codes.TEXT_TYPES:
+            value = "\n".join(msg.text(rep) for rep in repetitions(obx[5], msg.delims))
+        else:
             what = "coded value" if vtype in ("CE", "CWE", "CNE", "CF") else "value"
             if obx[5].strip():
                 unmapped.append(f"{label} ({what})")
             continue
         kind = codes.section_of(code, name)
-        value = "\n".join(msg.text(rep) for rep in repetitions(obx[5], msg.delims))
         if kind in (codes.REFERENCE, codes.RECOMMENDATION, codes.ADDENDUM):
             if value.strip():
                 unmapped.append(f"{label} ({kind})")
@@ -359,6 +368,7 @@ def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: lis
             kind = codes.REPORT
         texts.append(_Text(kind or codes.REPORT, value))
 
+    unmapped.extend(unread)
     other = [s for s in group.members if s.name != "OBX"]
     if not any(t.text.strip() for t in texts):
         # Some RIS send the report as NTE comments under the OBR; use them only when there is no OBX text.
@@ -371,7 +381,8 @@ def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: lis
     sections = _assemble(texts, unmapped)
     indication = sections.get(codes.INDICATION) or _obr_indication(msg, obr)
     if not sections.get(codes.FINDINGS):
-        return Skipped(src, SkipReason.NO_FINDINGS, f"{where}: radiology report without findings text")
+        # Say why when the report was an attachment that could not be read (named by kind, never quoted).
+        return Skipped(src, SkipReason.NO_FINDINGS, f"{where}: radiology report without findings text" + "".join(f"; {u}" for u in unread))
 
     return Report(
         source=src,
@@ -442,6 +453,57 @@ def _obr_indication(msg: Message, obr: Segment) -> str | None:
     if clinical:
         reasons.append(clinical)
     return "\n".join(reasons) or None
+
+
+def _attachment_text(msg: Message, vtype: str, value: str, label: _LazyLabel, unread: list[str]) -> str | None:
+    """Text of an ED observation (a report sent as a PDF, RTF, HTML or plain-text document), or None when there
+    is none; what is not read is named in ``unread``. An RP (a pointer to a document elsewhere) is never
+    fetched: radbridge reads what the message carries.
+
+    ED components: 1 source application, 2 type of data (TEXT, AP, ...), 3 subtype (PDF, RTF, HTML, PLAIN or a
+    MIME type), 4 encoding (Base64, Hex, A for ASCII text), 5 the data.
+    """
+    if not value.strip():
+        return None
+    if vtype == "RP":
+        unread.append(f"{label} (reference pointer: the document is elsewhere, not fetched)")
+        return None
+    parts = value.split(msg.delims.repetition, 1)[0].split(msg.delims.component)
+    parts += [""] * (5 - len(parts))
+    subtype, encoding = parts[2].strip(), parts[3].strip().upper()
+    data = msg.text(parts[4]) if encoding in ("A", "") else "".join(parts[4].split())
+    if "/" in subtype:
+        media_type = subtype.lower()
+    elif subtype:
+        media_type = codes.ED_SUBTYPES.get(subtype.upper(), "")
+        if not media_type:
+            unread.append(f"{label} (attachment subtype {subtype.upper()[:16]} cannot be read)")
+            return None
+    else:  # no subtype: text when ED-2 or the encoding says so, a PDF when the bytes are one, else not read
+        media_type = "text/plain" if parts[1].strip().upper() == "TEXT" else ""
+    try:
+        if encoding == "BASE64":
+            raw = base64.b64decode(data, validate=True)
+        elif encoding == "HEX":
+            raw = bytes.fromhex(data)
+        elif encoding in ("A", ""):
+            raw = data.encode("utf-8")
+            media_type = media_type or "text/plain"
+        else:
+            unread.append(f"{label} (attachment encoding {encoding[:12]} not known)")
+            return None
+    except (binascii.Error, ValueError):
+        unread.append(f"{label} (attachment data is not valid {encoding.title()})")
+        return None
+    if not media_type and raw[:5] != b"%PDF-":
+        unread.append(f"{label} (attachment without a data subtype)")
+        return None
+    try:
+        _, text = read_attachment(raw, media_type, "utf-8" if encoding in ("A", "") else None)
+    except UnreadableAttachment as exc:
+        unread.append(f"{label} ({exc})")
+        return None
+    return text
 
 
 def _status(obr25: str, obx_statuses: list[str]) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pdf_helpers import text_pdf
+
 from radbridge import samples
 from radbridge.adapters.fhir_reader import html_to_text, read_fhir
 from radbridge.domain import Report, SkipReason, Skipped, sha256_of
@@ -340,6 +342,21 @@ def test_narrative_only_report():
     assert r.procedure.display == "MRI lumbar spine without contrast" and r.procedure.code is None
 
 
+def test_pdf_and_rtf_presented_forms_are_read():
+    dr = json.loads(ref_bytes("uscore_DiagnosticReport-chest-xray-report.json"))
+    lines = ["FINDINGS: Small left pleural effusion. No pneumothorax.", "IMPRESSION: Small left pleural effusion."]
+    dr["presentedForm"] = [{"contentType": "application/pdf", "data": base64.b64encode(text_pdf(lines)).decode()}]
+    r = only_report(read_fhir(json.dumps(dr).encode()))
+    assert r.findings == "Small left pleural effusion. No pneumothorax."
+    assert r.impression == "Small left pleural effusion."
+    rtf = r"{\rtf1\ansi FINDINGS:\par Clear lungs.\par IMPRESSION:\par Normal chest.\par}"
+    # an RTF and a PDF rendition of one report: the RTF is read, the PDF is named
+    dr["presentedForm"].insert(0, {"contentType": "application/rtf", "data": b64(rtf)})
+    r = only_report(read_fhir(json.dumps(dr).encode()))
+    assert (r.findings, r.impression) == ("Clear lungs.", "Normal chest.")
+    assert "DiagnosticReport.presentedForm[1] application/pdf: another rendition, not read" in r.unmapped
+
+
 def test_lab_report_patient_pdf_only():
     (lab,) = read_fhir(own_bytes("dr_lab_hemoglobin.json"))
     assert lab.reason is SkipReason.NOT_RADIOLOGY and "HM" in lab.detail
@@ -348,7 +365,7 @@ def test_lab_report_patient_pdf_only():
     assert "MRN" not in patient.detail
     (pdf,) = read_fhir(own_bytes("dr_pdf_only.json"))
     assert pdf.reason is SkipReason.NO_FINDINGS
-    assert "presentedForm[0] application/pdf: content type cannot be read" in pdf.detail
+    assert "presentedForm[0] application/pdf: PDF attachment could not be read (PdfStreamError)" in pdf.detail
 
 
 def test_panel_observation_members_are_followed():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pdf_helpers import text_pdf
 
 from radbridge.adapters.hl7v2_er7 import (
     Delimiters,
@@ -534,6 +536,63 @@ def test_real_fixture_declaring_utf8_reads_without_charset_remarks():
     msg = parse(path.read_bytes())
     assert msg.charset == "utf-8"
     assert not [n for n in msg.notes if "MSH-18" in n or "UTF-8" in n]
+
+
+REPORT_LINES = ["FINDINGS: Small left pleural effusion. No pneumothorax.", "IMPRESSION: Small left pleural effusion."]
+
+
+def ed(subtype: str, raw: bytes, encoding: str = "Base64", kind: str = "AP") -> str:
+    data = base64.b64encode(raw).decode() if encoding == "Base64" else raw.hex().upper() if encoding == "Hex" else raw.decode()
+    return f"OBX|1|ED|18748-4^Diagnostic imaging study^LN||RIS^{kind}^{subtype}^{encoding}^{data}||||||F"
+
+
+@pytest.mark.parametrize(
+    "obx",
+    [
+        ed("PDF", text_pdf(REPORT_LINES)),
+        ed("application/pdf", text_pdf(REPORT_LINES), "Hex"),
+        ed("RTF", rb"{\rtf1\ansi FINDINGS:\par Small left pleural effusion. No pneumothorax.\par "
+                  rb"IMPRESSION:\par Small left pleural effusion.\par}", kind="TEXT"),
+        ed("HTML", b"<p>FINDINGS: Small left pleural effusion. No pneumothorax.</p>"
+                   b"<p>IMPRESSION: Small left pleural effusion.</p>", kind="TEXT"),
+    ],
+    ids=["pdf-base64", "pdf-hex-mime", "rtf", "html"],
+)  # fmt: skip
+def test_report_sent_as_an_ed_document_is_read(obx):
+    (r,) = read_hl7v2(oru(obx))
+    assert r.findings == "Small left pleural effusion. No pneumothorax."
+    assert r.impression == "Small left pleural effusion."
+    assert not [u for u in r.unmapped if u.startswith("OBX[")]
+
+
+def test_ed_plain_text_with_escapes():
+    (r,) = read_hl7v2(oru("OBX|1|ED|18748-4^Diagnostic imaging study^LN||RIS^TEXT^PLAIN^A^Lungs clear\\.br\\No effusion.||||||F"))
+    assert r.findings == "Lungs clear\nNo effusion."
+
+
+@pytest.mark.parametrize(
+    "obx,why",
+    [
+        (ed("PDF", b"%PDF-1.4 truncated"), "PDF attachment could not be read"),
+        (ed("PDF", text_pdf([])), "PDF attachment has no text layer"),
+        (ed("PDF", b"x").replace("^eA==", "^not*base64"), "attachment data is not valid Base64"),
+        (ed("JPEG", b"\xff\xd8\xff", kind="IM"), "attachment subtype JPEG cannot be read"),
+        (ed("", b"\xff\xd8\xff\x00", kind="IM"), "attachment without a data subtype"),
+        (ed("application/octet-stream", b"\xff\xd8\xff\x00"), "content type application/octet-stream"),
+        ("OBX|1|RP|18748-4^Diagnostic imaging study^LN||https://pacs.example/r/1^RIS^AP^PDF||||||F", "reference pointer"),
+    ],
+    ids=["broken-pdf", "scanned-pdf", "bad-base64", "image", "no-subtype", "octet-stream", "pointer"],
+)  # fmt: skip
+def test_unreadable_ed_skips_the_report_and_says_why(obx, why):
+    (s,) = read_hl7v2(oru(obx))
+    assert isinstance(s, Skipped) and s.reason is SkipReason.NO_FINDINGS
+    assert why in s.detail and "OBX[1] " in s.detail
+
+
+def test_unreadable_ed_beside_text_is_named_and_the_text_is_used():
+    (r,) = read_hl7v2(oru(FINDING.format(status="F"), ed("PDF", b"%PDF-1.4 truncated").replace("OBX|1|", "OBX|2|")))
+    assert r.findings == "Lungs are clear."
+    assert any(u.startswith("OBX[2] ED") and "PDF attachment could not be read" in u for u in r.unmapped)
 
 
 # ---------------------------------------------------------------------------------------------------------
