@@ -180,7 +180,9 @@ def model_drafter(generator, template, params, *, retriever=None, batch_size: in
 
             batches = tqdm(batches, desc="generate", unit="batch")
         for i in batches:
-            out.extend(P.clean_completion(g.text) for g in generator.generate(prompts[i : i + batch_size], params))
+            chunk = prompts[i : i + batch_size]
+            for prompt, g in zip(chunk, generator.generate(chunk, params), strict=True):
+                out.append(P.settle(template, prompt, P.clean_completion(g.text))[0])
         return out
 
     return draft

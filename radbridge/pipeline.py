@@ -16,7 +16,7 @@ from typing import Callable, Literal, Sequence
 from .domain import CLOSED_STATUSES, Draft, GenerationParams, Report, SkipReason, Skipped, sha256_of
 from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError
 from .ports import ExampleSource, Generator
-from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion
+from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion, settle
 from .reading import detect_format, read_message, split_payload
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ class Drafter:
                 if not text:
                     p.error = PermanentError("the model produced an empty impression")
                     continue
+                text, source = settle(self.template, prompt, text)
                 p.drafts.append(
                     Draft(
                         report=report,
@@ -173,6 +174,7 @@ class Drafter:
                         model=self.generator.info,
                         params=self.params,
                         finish_reason=gen.finish_reason,
+                        extra={} if source is None else {"wording": "nearest-example", "example_similarity": source.similarity},
                     )
                 )
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
 
+from .labeler import abnormal
+
 ChatFormat = Literal["chatml", "llama2", "plain"]
 
 # The seed papers' instruction (Radiology-GPT, Radiology-Llama2).
@@ -44,6 +46,10 @@ class PromptTemplate:
     # Show each example's similarity to the report: near-duplicate findings (one radiologist's template) are
     # common and their impression is the one to follow; a weak match is only a hint at the style.
     show_similarity: bool = False
+    # Wording policy, not prompt text: when the draft names no abnormal observation and neither does the most
+    # similar example, the draft is that example's impression, verbatim (``settle``). The model decides whether
+    # anything is abnormal; a normal study then reads the way this department's radiologists word one.
+    copy_normal: bool = False
 
     @property
     def id(self) -> str:
@@ -58,6 +64,8 @@ class PromptTemplate:
             flags += f"+exwords{self.example_findings_words}"
         if self.show_similarity:
             flags += "+sim"
+        if self.copy_normal:
+            flags += "+copynormal"
         return f"{self.name}-v{self.version}{flags}"
 
     @classmethod
@@ -76,6 +84,7 @@ class PromptTemplate:
             n_examples=int(ex.group(1)) if ex else 0,
             example_findings_words=int(exw.group(1)) if exw else None,
             show_similarity="+sim" in flags,
+            copy_normal="+copynormal" in flags,
         )
 
 
@@ -87,6 +96,7 @@ class Prompt:
     system: str
     user: str
     template_id: str
+    examples: tuple[Example, ...] = ()  # the examples shown, most similar last
 
 
 def _clean_field(text: str | None) -> str:
@@ -105,7 +115,8 @@ def build(
 ) -> Prompt:
     """The prompt for one report. ``examples`` are used only if the template asks for them."""
     parts = [template.instruction.rstrip(".") + "."]
-    for i, ex in enumerate(list(examples)[: template.n_examples], start=1):
+    shown = tuple(examples)[: template.n_examples]
+    for i, ex in enumerate(shown, start=1):
         ex_findings = _clean_field(ex.findings)
         if template.example_findings_words:
             ex_findings = " ".join(ex_findings.split()[: template.example_findings_words])
@@ -120,7 +131,7 @@ def build(
         body.append(f"Comparison: {_clean_field(comparison)}")
     body.append(f"Findings: {_clean_field(findings)}")
     parts.append("\n".join(body))
-    return Prompt(system=SYSTEM, user="\n\n".join(parts), template_id=template.id)
+    return Prompt(system=SYSTEM, user="\n\n".join(parts), template_id=template.id, examples=shown)
 
 
 def messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -162,3 +173,19 @@ def clean_completion(text: str, stops: Iterable[str] = ("<|im_end|>", "<|im_star
             text = text[:idx]
     text = re.sub(r"^\s*(impression|conclusion)\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
     return re.sub(r"[ \t]+", " ", text).strip()
+
+
+def settle(template: PromptTemplate, prompt: Prompt, draft: str) -> tuple[str, Example | None]:
+    """The impression to write for a cleaned completion, and the example whose wording it took (or None).
+
+    Only with ``copy_normal``: when neither the draft nor the most similar example's impression asserts an
+    abnormal observation (radbridge.labeler), the example's impression is used verbatim. Anything the model
+    calls abnormal is always its own text.
+    """
+    if not template.copy_normal or not prompt.examples or not draft:
+        return draft, None
+    nearest = max(reversed(prompt.examples), key=lambda ex: ex.similarity or 0.0)  # ties: the later one
+    wording = nearest.impression.strip()
+    if not wording or abnormal(draft) or abnormal(wording):
+        return draft, None
+    return wording, nearest

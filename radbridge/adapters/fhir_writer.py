@@ -251,6 +251,9 @@ def _generation_extension(draft: Draft) -> dict:
     parts.append({"url": "backend", "valueCode": draft.model.backend})
     if draft.finish_reason:
         parts.append({"url": "finish_reason", "valueCode": draft.finish_reason})
+    for name, value in sorted(draft.extra.items()):  # e.g. wording taken from the nearest example (+copynormal)
+        if value is not None:
+            parts.append({"url": name, **_ext_value(value)})
     parts.append({"url": "software", "valueString": f"radbridge {__version__}"})
     return {"url": GENERATION_EXT, "extension": parts}
 

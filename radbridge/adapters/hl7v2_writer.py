@@ -73,7 +73,10 @@ def build_oru(
     obx[14] = effective
     obx[18] = f"{device_id(draft.model)}^RADBRIDGE"
     obx[19] = when
-    nte = ["NTE", "1", "O", escape(f"{REVIEW_NOTICE} Model: {model}; prompt {draft.prompt_version}.")]
+    how = f"{REVIEW_NOTICE} Model: {model}; prompt {draft.prompt_version}."
+    if draft.extra.get("wording") == "nearest-example":
+        how += " Wording taken from the most similar prior report (the model found nothing abnormal)."
+    nte = ["NTE", "1", "O", escape(how)]
     segments = [msh, pid, orc, obr, obx, nte]
     return ("\r".join("|".join(s).rstrip("|") for s in segments) + "\r").encode("utf-8")
 

@@ -163,3 +163,24 @@ def test_provenance_names_the_generator():
     [out] = Drafter(Named()).process([Envelope(hl7())])
     text = json.dumps(out.bundle)
     assert "base-x" in text and "lora-y" in text and "ab" * 32 in text and "cd" * 32 in text
+
+
+def test_copynormal_wording_is_recorded_in_provenance_and_the_hl7_note():
+    from radbridge.adapters.hl7v2_writer import build_oru
+    from radbridge.prompt import Example
+
+    class Nearest:  # ExampleSource: one normal report, very similar
+        def examples_for(self, findings, k):
+            return [Example("Heart size normal. Lungs clear.", "No acute cardiopulmonary abnormality.", 0.91)]
+
+    template = PromptTemplate(n_examples=1, show_similarity=True, copy_normal=True)
+    [out] = Drafter(InstantGenerator(), template=template, examples=Nearest()).process([Envelope(hl7())])
+    [draft] = out.drafts
+    assert draft.impression == "No acute cardiopulmonary abnormality."  # every canned answer is normal
+    assert draft.extra == {"wording": "nearest-example", "example_similarity": 0.91}
+    prov = next(e["resource"] for e in out.bundle["entry"] if e["resource"]["resourceType"] == "Provenance")
+    parts = {p["url"]: p for p in prov["extension"][0]["extension"]}
+    assert parts["wording"] == {"url": "wording", "valueString": "nearest-example"}
+    assert parts["example_similarity"] == {"url": "example_similarity", "valueDecimal": 0.91}
+    note = build_oru(draft, recorded=datetime(2024, 1, 1, tzinfo=timezone.utc)).decode()
+    assert "Wording taken from the most similar prior report" in note

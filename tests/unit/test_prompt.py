@@ -58,3 +58,46 @@ def test_clean_completion(raw, expected):
 def test_lines_of_report_text_stay_separate_sentences():
     p = prompt.build(prompt.DEFAULT_TEMPLATE, "Heart normal\nLungs clear.\n\nNo effusion")
     assert p.user.endswith("Findings: Heart normal. Lungs clear. No effusion")
+
+
+COPY = PromptTemplate(n_examples=2, show_similarity=True, copy_normal=True)
+NORMAL_NEAREST = [Example("Left effusion.", "Small left pleural effusion.", 0.41),
+                  Example("Heart normal. Lungs clear.", "No acute cardiopulmonary abnormality.", 0.93)]  # fmt: skip
+
+
+def test_copynormal_round_trips_and_leaves_the_prompt_text_alone():
+    assert COPY.id == "paper-v1+examples2+sim+copynormal"
+    assert PromptTemplate.from_id(COPY.id) == COPY
+    plain = PromptTemplate(n_examples=2, show_similarity=True)
+    assert prompt.build(COPY, "Lungs clear.", examples=NORMAL_NEAREST).user == prompt.build(plain, "Lungs clear.", examples=NORMAL_NEAREST).user
+
+
+@pytest.mark.parametrize(
+    "draft,examples,expected",
+    [
+        # both normal: the most similar report's wording, verbatim
+        ("No acute disease.", NORMAL_NEAREST, "No acute cardiopulmonary abnormality."),
+        # the model found something: its own text, always
+        ("Small right pneumothorax.", NORMAL_NEAREST, "Small right pneumothorax."),
+        # the nearest report was abnormal: the model's normal draft stands (no finding is imported)
+        ("No acute disease.", [NORMAL_NEAREST[1], Example("Left effusion.", "Small left pleural effusion.", 0.95)],
+         "No acute disease."),
+        # negated findings are not abnormal: "No pneumothorax." is a normal draft
+        ("No pneumothorax or effusion.", NORMAL_NEAREST, "No acute cardiopulmonary abnormality."),
+        ("No acute disease.", [], "No acute disease."),
+    ],
+    ids=["both-normal", "model-abnormal", "nearest-abnormal", "negated", "no-examples"],
+)
+def test_settle_copies_wording_only_when_both_are_normal(draft, examples, expected):
+    p = prompt.build(COPY, "Findings here.", examples=examples)
+    text, source = prompt.settle(COPY, p, draft)
+    assert text == expected
+    assert (source is not None) == (text != draft)
+    if source is not None:
+        assert source.similarity == 0.93
+
+
+def test_settle_does_nothing_without_the_flag():
+    t = PromptTemplate(n_examples=2, show_similarity=True)
+    p = prompt.build(t, "Findings here.", examples=NORMAL_NEAREST)
+    assert prompt.settle(t, p, "No acute disease.") == ("No acute disease.", None)
