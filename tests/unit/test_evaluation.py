@@ -163,3 +163,32 @@ def test_examples_carry_their_similarity_and_the_sim_template_shows_it():
     assert f"Example 2 (similarity {exs[1].similarity:.2f}):\nFindings: " in user
     plain = build(PromptTemplate.from_id("paper-v1+examples2+exwords20"), "Findings here.", examples=exs).user
     assert "similarity" not in plain and "Example 2:\nFindings: " in plain
+
+
+def test_paired_bootstrap_separates_a_real_difference_from_none():
+    from training.compare import _mean, paired_bootstrap
+
+    same = [0.2, 0.9, 0.5, 0.7] * 10
+    assert paired_bootstrap(same, same, _mean, n=200) == (0.0, 0.0, 0.0)
+    better = [x + 0.1 for x in same]
+    diff, lo, hi = paired_bootstrap(better, same, _mean, n=200)
+    assert diff == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    noisy = [0.0, 1.0] * 20  # A wins half the reports by 1, loses the other half by 1
+    diff, lo, hi = paired_bootstrap(noisy, noisy[::-1], _mean, n=500)
+    assert diff == 0.0 and lo < 0 < hi
+
+
+def test_compare_rescoring_two_results_files(tmp_path):
+    from training.compare import compare
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"uid": i, "findings": "f", "impression": imp}) + "\n"
+                            for i, imp in enumerate(["Small left pleural effusion.", "No acute disease."] * 5)))  # fmt: skip
+    good = [{"uid": i, "draft": d} for i, d in enumerate(["Small left pleural effusion.", "No acute disease."] * 5)]
+    bad = [{"uid": i, "draft": "No acute disease."} for i in range(10)]
+    (tmp_path / "a.json").write_text(json.dumps({"drafts": good}))
+    (tmp_path / "b.json").write_text(json.dumps({"drafts": bad}))
+    out = compare(str(tmp_path / "a.json"), str(tmp_path / "b.json"), str(data), n=200)
+    assert out["n"] == 10
+    assert out["rougeL"]["a"] == pytest.approx(1.0) and out["rougeL"]["diff"] > 0 and out["rougeL"]["ci95"][0] > 0
+    assert out["clinical_f1"]["a"] == 1.0 and out["clinical_f1"]["b"] == 0.0
