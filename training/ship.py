@@ -1,6 +1,10 @@
 """Copy a trained adapter into model/ with its manifest (hashes, prompt template, data, recipe, metrics).
 
-    python -m training.ship --run runs/best --results valid=runs/results/best.json valid_first50=runs/results/best_50.json
+    python -m training.ship --run runs/best --results valid=runs/results/best.json valid_first50=runs/results/best_50.json \
+        [--template ID]
+
+``--template`` serves the adapter with a template other than the one it was trained with; only the wording policy
+(``+copynormal``) may differ, because it changes what is done with a completion, not the prompt text.
 """
 
 from __future__ import annotations
@@ -61,9 +65,24 @@ def write_full_depth(adapter: Path, dest: Path) -> int:
     return len(added)
 
 
-def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model") -> dict:
+def serving_template(trained: str, requested: str | None) -> str:
+    """The template id to record for serving: the trained one, or one that builds the very same prompt text."""
+    if requested is None or requested == trained:
+        return trained
+    from dataclasses import replace
+
+    from radbridge.prompt import PromptTemplate
+
+    a, b = PromptTemplate.from_id(trained), PromptTemplate.from_id(requested)
+    if replace(a, copy_normal=False) != replace(b, copy_normal=False):
+        raise ValueError(f"template {requested} builds other prompts than {trained}, which the adapter was trained on")
+    return requested
+
+
+def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model", template: str | None = None) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     cfg = summary["config"]
+    template_id = serving_template(cfg["template_id"], template)
     adapter = run_dir / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
     write_full_depth(adapter, dest)
@@ -76,7 +95,7 @@ def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model") -
         "base_model_file": GGUF_FILE,
         "base_model_sha256": file_sha256(smollm2_folder() / GGUF_FILE),
         "adapter_sha256": file_sha256(dest / "adapter_model.safetensors"),
-        "prompt_template": cfg["template_id"],
+        "prompt_template": template_id,
         "chat_format": cfg["chat_format"],
         "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "data": {
@@ -86,7 +105,7 @@ def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model") -
             "train_reports": summary["train_reports"],
             "cleaning": "XrayGPT filter; " + summary["clean_rules"],
             "examples_source": "retrieved at runtime from a JSONL of signed reports (default: OpenI train split)"
-            if "+examples" in cfg["template_id"]
+            if "+examples" in template_id
             else None,
         },
         "training_config": cfg,
@@ -103,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--results", nargs="*", default=[], metavar="NAME=FILE", help="eval results to record")
     ap.add_argument("--dest", type=Path, default=REPO / "model")
+    ap.add_argument("--template", help="serving template id, if not the trained one (wording policy only)")
     args = ap.parse_args(argv)
     results = dict(item.split("=", 1) for item in args.results)
-    m = ship(args.run, {k: Path(v) for k, v in results.items()}, args.dest)
+    m = ship(args.run, {k: Path(v) for k, v in results.items()}, args.dest, args.template)
     print(json.dumps({k: m[k] for k in ("adapter_sha256", "prompt_template", "metrics")}, indent=1))
 
 

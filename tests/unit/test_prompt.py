@@ -101,3 +101,13 @@ def test_settle_does_nothing_without_the_flag():
     t = PromptTemplate(n_examples=2, show_similarity=True)
     p = prompt.build(t, "Findings here.", examples=NORMAL_NEAREST)
     assert prompt.settle(t, p, "No acute disease.") == ("No acute disease.", None)
+
+
+def test_ship_serves_only_templates_that_build_the_trained_prompt():
+    from training.ship import serving_template
+
+    trained = "paper-v1+examples2+exwords20+sim"
+    assert serving_template(trained, None) == trained
+    assert serving_template(trained, trained + "+copynormal") == trained + "+copynormal"
+    with pytest.raises(ValueError, match="other prompts"):
+        serving_template(trained, "paper-v1+examples3+exwords20+sim")
