@@ -174,7 +174,8 @@ class Drafter:
                         model=self.generator.info,
                         params=self.params,
                         finish_reason=gen.finish_reason,
-                        extra={} if source is None else {"wording": "nearest-example", "example_similarity": source.similarity},
+                        extra={} if source is None else {"wording": "nearest-example", "example_similarity": source.similarity,
+                                                         "example_ref": source.ref},
                     )
                 )
 

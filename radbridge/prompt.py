@@ -29,6 +29,7 @@ class Example:
     impression: str
     # Cosine similarity of its findings to the report being drafted (retrieval), shown with ``+sim``.
     similarity: float | None = None
+    ref: str | None = None  # its id in the examples file (never shown to the model)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ class Retriever:
         self.rules = rules
         self.findings = [clean_text(r["findings"], rules) for r in records]
         self.impressions = [clean_text(r["impression"], rules) for r in records]
+        # The examples file's own id of each report (uid), so a draft can say which report it took wording from.
+        self.refs = [str(r["uid"]) if r.get("uid") is not None else None for r in records]
         self._vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
         self._matrix = self._vec.fit_transform(self.findings)
 
@@ -101,8 +103,8 @@ class Retriever:
             return [[] for _ in queries]
         result = []
         for hits in self.search_scored(queries, k, exclude):
-            exs = [Example(truncate_words(self.findings[j], max_findings_words), self.impressions[j], round(sim, 2))
-                   for j, sim in hits]
+            exs = [Example(truncate_words(self.findings[j], max_findings_words), self.impressions[j], round(sim, 2),
+                           self.refs[j]) for j, sim in hits]
             result.append(list(reversed(exs)))
         return result
 

@@ -144,7 +144,7 @@ def test_example_findings_are_cut_by_the_template_everywhere():
     t = PromptTemplate(n_examples=1, example_findings_words=3)
     assert PromptTemplate.from_id(t.id) == t
     ex = Retriever(TRAIN).examples_for(TRAIN[0]["findings"], 1)
-    assert ex == [Example(TRAIN[0]["findings"], TRAIN[0]["impression"], 1.0)]  # retrieval returns them whole
+    assert ex == [Example(TRAIN[0]["findings"], TRAIN[0]["impression"], 1.0, "1")]  # retrieval returns them whole
     user = build(t, "Findings here.", examples=ex).user
     assert "Findings: The heart is\nImpression: No acute cardiopulmonary abnormality." in user
 
@@ -157,6 +157,8 @@ def test_examples_carry_their_similarity_and_the_sim_template_shows_it():
     assert hits[0] == (1, pytest.approx(1.0)) and hits[0][1] >= hits[1][1] >= hits[2][1] >= 0.0
     exs = r.examples([TRAIN[1]["findings"]], 2, exclude=[1])[0]
     assert all(0.0 <= e.similarity < 1.0 for e in exs) and exs[0].similarity <= exs[1].similarity
+    by_uid = {str(t["uid"]): t for t in TRAIN}
+    assert all(by_uid[e.ref]["impression"] == e.impression for e in exs)  # each names the report it came from
     t = PromptTemplate.from_id("paper-v1+examples2+exwords20+sim")
     assert t.show_similarity and t.id == "paper-v1+examples2+exwords20+sim"
     user = build(t, "Findings here.", examples=exs).user

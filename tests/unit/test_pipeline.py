@@ -171,16 +171,17 @@ def test_copynormal_wording_is_recorded_in_provenance_and_the_hl7_note():
 
     class Nearest:  # ExampleSource: one normal report, very similar
         def examples_for(self, findings, k):
-            return [Example("Heart size normal. Lungs clear.", "No acute cardiopulmonary abnormality.", 0.91)]
+            return [Example("Heart size normal. Lungs clear.", "No acute cardiopulmonary abnormality.", 0.91, "rpt-17")]
 
     template = PromptTemplate(n_examples=1, show_similarity=True, copy_normal=True)
     [out] = Drafter(InstantGenerator(), template=template, examples=Nearest()).process([Envelope(hl7())])
     [draft] = out.drafts
     assert draft.impression == "No acute cardiopulmonary abnormality."  # every canned answer is normal
-    assert draft.extra == {"wording": "nearest-example", "example_similarity": 0.91}
+    assert draft.extra == {"wording": "nearest-example", "example_similarity": 0.91, "example_ref": "rpt-17"}
     prov = next(e["resource"] for e in out.bundle["entry"] if e["resource"]["resourceType"] == "Provenance")
     parts = {p["url"]: p for p in prov["extension"][0]["extension"]}
     assert parts["wording"] == {"url": "wording", "valueString": "nearest-example"}
     assert parts["example_similarity"] == {"url": "example_similarity", "valueDecimal": 0.91}
+    assert parts["example_ref"] == {"url": "example_ref", "valueString": "rpt-17"}  # which signed report
     note = build_oru(draft, recorded=datetime(2024, 1, 1, tzinfo=timezone.utc)).decode()
     assert "Wording taken from the most similar prior report" in note
