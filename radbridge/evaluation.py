@@ -22,17 +22,28 @@ CONSTANT_IMPRESSION = "No acute cardiopulmonary abnormality."
 Drafter = Callable[[Sequence[dict]], list[str]]
 
 
-def rouge(drafts: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_per_report(drafts: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """ROUGE-1/2/L F1 of each draft against its reference (rouge-score, stemming on)."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    rows = []
     for d, r in zip(drafts, references, strict=True):
         s = scorer.score(r, d)  # (target, prediction)
-        for k in totals:
-            totals[k] += s[k].fmeasure
-    n = max(len(drafts), 1)
-    return {k: v / n for k, v in totals.items()}
+        rows.append({k: s[k].fmeasure for k in ROUGE_KEYS})
+    return rows
+
+
+def mean_rouge(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    n = max(len(rows), 1)
+    return {k: sum(row[k] for row in rows) / n for k in ROUGE_KEYS}
+
+
+def rouge(drafts: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    return mean_rouge(rouge_per_report(drafts, references))
 
 
 @dataclass(frozen=True)
@@ -48,15 +59,21 @@ class ClinicalCounts:
             return 1.0
         return 2 * self.tp / (2 * self.tp + self.fp + self.fn)
 
+    @classmethod
+    def total(cls, counts: Sequence["ClinicalCounts"]) -> "ClinicalCounts":
+        return cls(sum(c.tp for c in counts), sum(c.fp for c in counts), sum(c.fn for c in counts))
 
-def clinical_counts(drafts: Sequence[str], references: Sequence[str]) -> ClinicalCounts:
-    tp = fp = fn = 0
+
+def clinical_counts_per_report(drafts: Sequence[str], references: Sequence[str]) -> list[ClinicalCounts]:
+    out = []
     for d, r in zip(drafts, references, strict=True):
         pd, pr = abnormal(d), abnormal(r)
-        tp += len(pd & pr)
-        fp += len(pd - pr)
-        fn += len(pr - pd)
-    return ClinicalCounts(tp, fp, fn)
+        out.append(ClinicalCounts(len(pd & pr), len(pd - pr), len(pr - pd)))
+    return out
+
+
+def clinical_counts(drafts: Sequence[str], references: Sequence[str]) -> ClinicalCounts:
+    return ClinicalCounts.total(clinical_counts_per_report(drafts, references))
 
 
 def clinical_f1(drafts: Sequence[str], references: Sequence[str]) -> float:
@@ -81,37 +98,38 @@ def mean_words(texts: Sequence[str]) -> float:
 def score(drafts: Sequence[str], references: Sequence[str], findings: Sequence[str]) -> dict:
     counts = clinical_counts(drafts, references)
     lat = sum(len(laterality_disagreements(d, f)) for d, f in zip(drafts, findings, strict=True))
+    rows = rouge_per_report(drafts, references)
     return {
-        **rouge(drafts, references),
+        **mean_rouge(rows),
         "clinical_f1": counts.f1,
         "clinical_counts": {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn},
         "laterality_errors": lat,
         "n": len(drafts),
         "mean_draft_words": mean_words(drafts),
         "mean_reference_words": mean_words(references),
-        "by_reference": by_reference(drafts, references),
+        "by_reference": by_reference(drafts, references, rows),
     }
 
 
-def by_reference(drafts: Sequence[str], references: Sequence[str]) -> dict[str, dict]:
+def by_reference(drafts: Sequence[str], references: Sequence[str], rows: Sequence[dict[str, float]]) -> dict[str, dict]:
     """The same figures split by whether the reference impression asserts an abnormal observation.
 
     Most OpenI studies are normal, so the overall figures hide how a system does on the abnormal minority:
     radiologists write long impressions there, and that is where a draft that says "normal" loses.
-    ``drafts_abnormal``: how many drafts in the group assert an abnormal observation themselves.
+    ``rows`` are the per-report ROUGE scores; ``drafts_abnormal``: how many drafts in the group assert an
+    abnormal observation themselves.
     """
-    groups: dict[str, tuple[list[str], list[str]]] = {"abnormal": ([], []), "normal": ([], [])}
-    for d, r in zip(drafts, references, strict=True):
-        g = groups["abnormal" if abnormal(r) else "normal"]
-        g[0].append(d)
-        g[1].append(r)
+    groups: dict[str, list[int]] = {"abnormal": [], "normal": []}
+    for i, r in enumerate(references):
+        groups["abnormal" if abnormal(r) else "normal"].append(i)
     out = {}
-    for name, (ds, rs) in groups.items():
+    for name, idx in groups.items():
+        ds = [drafts[i] for i in idx]
         out[name] = {
-            "n": len(ds),
-            "rougeL": rouge(ds, rs)["rougeL"] if ds else 0.0,
+            "n": len(idx),
+            "rougeL": mean_rouge([rows[i] for i in idx])["rougeL"],
             "mean_draft_words": mean_words(ds),
-            "mean_reference_words": mean_words(rs),
+            "mean_reference_words": mean_words([references[i] for i in idx]),
             "drafts_abnormal": sum(1 for d in ds if abnormal(d)),
         }
     return out

@@ -13,31 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from pathlib import Path
 
-from radbridge.evaluation import read_records
-from radbridge.labeler import abnormal
-
-
-def rouge_l_per_report(drafts: list[str], references: list[str]) -> list[float]:
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [scorer.score(r, d)["rougeL"].fmeasure for d, r in zip(drafts, references, strict=True)]
+from radbridge.evaluation import (
+    ClinicalCounts,
+    clinical_counts_per_report,
+    read_records,
+    rouge_per_report,
+)
 
 
-def clinical_counts_per_report(drafts: list[str], references: list[str]) -> list[tuple[int, int, int]]:
-    out = []
-    for d, r in zip(drafts, references, strict=True):
-        pd, pr = abnormal(d), abnormal(r)
-        out.append((len(pd & pr), len(pd - pr), len(pr - pd)))
-    return out
-
-
-def _f1(counts) -> float:
-    tp = sum(c[0] for c in counts)
-    fp = sum(c[1] for c in counts)
-    fn = sum(c[2] for c in counts)
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+def _f1(counts: list[ClinicalCounts]) -> float:
+    return ClinicalCounts.total(counts).f1
 
 
 def paired_bootstrap(a: list, b: list, statistic, *, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -59,14 +46,14 @@ def _mean(xs) -> float:
 
 def compare(a_path: str, b_path: str, data: str, *, n: int = 2000) -> dict:
     records = {r.get("uid"): r for r in read_records(data)}
-    a = {x["uid"]: x["draft"] for x in json.loads(open(a_path).read())["drafts"]}
-    b = {x["uid"]: x["draft"] for x in json.loads(open(b_path).read())["drafts"]}
+    a = {x["uid"]: x["draft"] for x in json.loads(Path(a_path).read_text())["drafts"]}
+    b = {x["uid"]: x["draft"] for x in json.loads(Path(b_path).read_text())["drafts"]}
     uids = [u for u in a if u in b and u in records]
     if len(uids) != len(a) or len(uids) != len(b):
         raise SystemExit(f"the two files cover different reports ({len(a)} / {len(b)}, {len(uids)} shared)")
     refs = [records[u]["impression"] for u in uids]
     da, db = [a[u] for u in uids], [b[u] for u in uids]
-    ra, rb = rouge_l_per_report(da, refs), rouge_l_per_report(db, refs)
+    ra, rb = ([row["rougeL"] for row in rouge_per_report(d, refs)] for d in (da, db))
     ca, cb = clinical_counts_per_report(da, refs), clinical_counts_per_report(db, refs)
     return {
         "n": len(uids),

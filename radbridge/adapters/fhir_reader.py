@@ -186,15 +186,16 @@ def _read_bundle(bundle: dict, msg: _Message) -> list[Report | Skipped]:
     ident = bundle.get("identifier")
     msg.message_id = _str(bundle.get("id")) or (_str(ident.get("value")) if isinstance(ident, dict) else None)
     msg.message_time = _instant(bundle.get("timestamp")) or _instant(_get(bundle, "meta", "lastUpdated"))
-    reports, kinds = _bundle_reports(bundle, msg, depth=1, start=0)
+    reports = _bundle_reports(bundle, msg, depth=1, start=0)
     if not reports:
         if msg.message_time is None:
             msg.message_time = msg.received_at
+        kinds = _count_types(range(len(msg.entries)), msg.entries)
         return [Skipped(msg.source(0), SkipReason.NOT_A_RESULT, f"{bundle['type']} Bundle without DiagnosticReport ({kinds or 'empty'})")]
     return reports
 
 
-def _bundle_reports(bundle: dict, msg: _Message, *, depth: int, start: int) -> tuple[list[Report | Skipped], str]:
+def _bundle_reports(bundle: dict, msg: _Message, *, depth: int, start: int) -> list[Report | Skipped]:
     """Reports of one Bundle's entries, then of the Bundles among them (each its own reference scope).
 
     A Bundle nested in an entry (a FHIR message carrying a document Bundle, a batch of collections) is read
@@ -232,16 +233,15 @@ def _bundle_reports(bundle: dict, msg: _Message, *, depth: int, start: int) -> t
             reports.append(_read_report(res, f"{path}.entry[{i}].resource", start + len(reports), msg, entry_index=i))
         elif rtype == "Bundle":
             nested.append(i)
-    kinds = _count_types(range(len(entries)), entries)
     for i in nested:
         if depth >= _MAX_BUNDLE_DEPTH:
             raise MalformedMessage(f"Bundles nested deeper than {_MAX_BUNDLE_DEPTH}", where=f"{path}.entry[{i}].resource",
                                    message_id=msg.message_id)
-        inner = replace(msg, entries=[], by_ref={}, path=f"{path}.entry[{i}].resource")
-        inner.message_time = msg.message_time or _instant(entries[i]["resource"].get("timestamp"))
-        found, _ = _bundle_reports(entries[i]["resource"], inner, depth=depth + 1, start=start + len(reports))
-        reports.extend(found)
-    return reports, kinds
+        inner_bundle = entries[i]["resource"]
+        inner = replace(msg, entries=[], by_ref={}, path=f"{path}.entry[{i}].resource",
+                        message_time=msg.message_time or _instant(inner_bundle.get("timestamp")))
+        reports.extend(_bundle_reports(inner_bundle, inner, depth=depth + 1, start=start + len(reports)))
+    return reports
 
 
 # -- one DiagnosticReport ---------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class Message:
 
 def _declared_charset(body: bytes) -> str:
     """MSH-18's first repetition (the message's character set), read from the ASCII-compatible first line."""
-    first_line = body.decode("latin-1").replace("\n", "\r").split("\r", 1)[0]
+    first_line = body.split(b"\r", 1)[0].split(b"\n", 1)[0].decode("latin-1")
     if not first_line.startswith("MSH") or len(first_line) < 8:
         return ""
     fields = first_line.split(first_line[3])

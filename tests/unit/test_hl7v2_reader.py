@@ -494,7 +494,8 @@ def oru_in(charset: str, findings: str, codec: str) -> bytes:
 
 
 def test_msh18_declared_charset_decides():
-    # Cyrillic in ISO 8859-5 is valid Windows-1252 too: read by the bytes alone it would become silent mojibake.
+    # Cyrillic in ISO 8859-5 is valid Windows-1252 too: read by the bytes alone it became mojibake, flagged only
+    # as "not UTF-8".
     (r,) = read_hl7v2(oru_in("8859/5", "Правосторонний плевральный выпот.", "iso8859-5"))
     assert r.findings == "Правосторонний плевральный выпот."
     assert not [n for n in r.unmapped if "MSH-18" in n or "UTF-8" in n]
