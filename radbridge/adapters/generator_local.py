@@ -18,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..domain import Generation, GenerationParams, ModelInfo
 from ..errors import ConfigurationError
@@ -101,6 +101,10 @@ class TokenInfo:
     text: str
     logprob: float | None
     special: bool = False
+
+
+# (row index in the request, the token just chosen, whether it is the row's last)
+TokenCallback = Callable[[int, TokenInfo, bool], None]
 
 
 @dataclass
@@ -197,8 +201,14 @@ class LocalModel:
         """The model's own chat template, as TGI's /v1/chat/completions applies it."""
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
-    def generate(self, rows: Sequence[RowRequest], sampling: Sampling = Sampling()) -> list[RowResult]:
-        """One result per row, in order, generated in chunks of ``batch_size`` rows."""
+    def generate(
+        self, rows: Sequence[RowRequest], sampling: Sampling = Sampling(), on_token: TokenCallback | None = None
+    ) -> list[RowResult]:
+        """One result per row, in order, generated in chunks of ``batch_size`` rows.
+
+        ``on_token(row_index, token, finished)`` is called on the generating thread as soon as each row's token
+        is chosen (``finished`` on its last one), so a server can stream while the batch is still running.
+        """
         for row in rows:
             if row.adapter is not None and row.adapter not in self.adapter_dirs:
                 raise ConfigurationError(f"adapter {row.adapter!r} is not loaded")
@@ -208,10 +218,12 @@ class LocalModel:
         out: list[RowResult] = []
         with self._lock:
             for start in range(0, len(rows), self.batch_size):
-                out.extend(self._generate_chunk(rows[start : start + self.batch_size], sampling))
+                out.extend(self._generate_chunk(rows[start : start + self.batch_size], sampling, on_token, start))
         return out
 
-    def _generate_chunk(self, rows: Sequence[RowRequest], sampling: Sampling) -> list[RowResult]:
+    def _generate_chunk(
+        self, rows: Sequence[RowRequest], sampling: Sampling, on_token: TokenCallback | None = None, offset: int = 0
+    ) -> list[RowResult]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
@@ -229,7 +241,7 @@ class LocalModel:
             context = model.disable_adapter()
         elif self.adapter_dirs:
             model.set_adapter(names.pop())
-        tracker = _Tracker(tok, rows, ids.shape[1])
+        tracker = _Tracker(tok, rows, ids.shape[1], on_token, offset)
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in rows),
             do_sample=sampling.do_sample,
@@ -297,9 +309,18 @@ class _Tracker:
     recorder keeps the step's log-probabilities and the criteria pick the chosen token's out of them.
     """
 
-    def __init__(self, tokenizer, rows: Sequence[RowRequest], prompt_len: int):
+    def __init__(
+        self,
+        tokenizer,
+        rows: Sequence[RowRequest],
+        prompt_len: int,
+        on_token: TokenCallback | None = None,
+        offset: int = 0,
+    ):
         from transformers import LogitsProcessor, StoppingCriteria
 
+        self.on_token = on_token
+        self.offset = offset
         self.tokenizer = tokenizer
         self.rows = rows
         self.prompt_len = prompt_len
@@ -333,13 +354,16 @@ class _Tracker:
                 continue
             tid = int(last[i])
             lp = float(self._logprobs[i, tid]) if self._logprobs is not None else None
-            self.tokens[i].append(TokenInfo(tid, self.tokenizer.decode([tid]), lp, tid in self.special))
+            token = TokenInfo(tid, self.tokenizer.decode([tid]), lp, tid in self.special)
+            self.tokens[i].append(token)
             if tid in self.eos_ids:
                 self.reasons[i] = "eos_token"
             elif row.stop and self._hit_stop(i, row.stop):
                 self.reasons[i] = "stop_sequence"
             elif len(self.tokens[i]) >= row.max_new_tokens:
                 self.reasons[i] = "length"
+            if self.on_token is not None:
+                self.on_token(self.offset + i, token, self.reasons[i] is not None)
         return torch.tensor([r is not None for r in self.reasons], dtype=torch.bool, device=input_ids.device)
 
     def _hit_stop(self, i: int, stops: tuple[str, ...]) -> bool:

@@ -8,6 +8,7 @@ client-side adapter check is exercised against realistic behaviour.
 
 Concurrent requests are micro-batched: the first waiting request opens a short window, everything that
 arrives within it (up to ``max_batch_size``) runs as one batched ``generate`` on a worker thread.
+``/generate_stream`` sends each token as soon as the batch chooses it.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class _Job:
     row: RowRequest
     sampling: Sampling
     future: asyncio.Future
+    # Streaming requests: (token, is_last) as each is chosen, then None if the batch failed.
+    tokens: asyncio.Queue | None = None
 
 
 class MicroBatcher:
@@ -160,6 +163,13 @@ class MicroBatcher:
         await self._queue.put(_Job(row, sampling, future))
         return await future
 
+    async def submit_stream(self, row: RowRequest, sampling: Sampling) -> tuple[asyncio.Queue, asyncio.Future]:
+        """Like ``submit``, but each token also arrives on the returned queue while the batch runs."""
+        future = asyncio.get_running_loop().create_future()
+        tokens: asyncio.Queue = asyncio.Queue()
+        await self._queue.put(_Job(row, sampling, future, tokens))
+        return tokens, future
+
     async def _loop(self) -> None:
         while True:
             jobs = [await self._queue.get()]
@@ -182,19 +192,32 @@ class MicroBatcher:
         live = [j for j in group if not j.future.cancelled()]
         if not live:
             return
+        loop = asyncio.get_running_loop()
+        on_token = None
+        if any(j.tokens is not None for j in live):
+
+            def on_token(index: int, token, last: bool) -> None:  # runs on the generation thread
+                queue = live[index].tokens
+                if queue is not None:
+                    loop.call_soon_threadsafe(queue.put_nowait, (token, last))
+
         try:
-            results = await asyncio.to_thread(self.model.generate, [j.row for j in live], sampling)
+            results = await asyncio.to_thread(self.model.generate, [j.row for j in live], sampling, on_token)
         except Exception as exc:  # the model failed mid-generation: TGI's 424
             log.exception("batch of %d failed", len(live))
             for job in live:
                 if not job.future.done():
                     job.future.set_exception(ApiError(424, "generation", f"Request failed during generation: {exc}"))
+                if job.tokens is not None:
+                    job.tokens.put_nowait(None)
             return
         self.batches_run += 1
         self.rows_run += len(live)
         for job, result in zip(live, results):
             if not job.future.done():
                 job.future.set_result(result)
+            if job.tokens is not None:
+                job.tokens.put_nowait(None)  # after every token: the thread's callbacks ran before this resumed
 
 
 # ---- the app ---------------------------------------------------------------------------------------------
@@ -400,26 +423,41 @@ def create_app(
 
     @app.post("/generate_stream")
     async def generate_stream(body: GenerateRequest):
-        # Generated in one go, then replayed as TGI's token events: simple, and the wire format is the same.
+        # Each token is sent as soon as the batch chooses it; the last event carries the text and details.
         async def events():
             try:
-                result, params, n_in, _ = await _generate(body, stream=True)
+                params = body.parameters if body.parameters is not None else ROUTER_DEFAULTS
+                row, sampling, n_in = svc.validate(body.inputs, params, stream=True)
+                tokens, future = await svc.batcher.submit_stream(row, sampling)
+
+                def event(index: int, token, result: RowResult | None) -> str:
+                    out = {"index": index, "token": _token(token), "generated_text": None, "details": None}
+                    if result is not None:
+                        out["generated_text"] = (body.inputs + result.text) if params.return_full_text else result.text
+                        if params.details:
+                            out["details"] = {
+                                "finish_reason": result.finish_reason,
+                                "generated_tokens": len(result.tokens),
+                                "input_length": n_in,
+                                "seed": result.seed,
+                            }
+                    return f"data:{json.dumps(out)}\n\n"
+
+                sent = 0
+                while (item := await tokens.get()) is not None:
+                    token, last = item
+                    sent += 1
+                    yield event(sent, token, await future if last else None)
+                    if last:
+                        return
+                # The batch ended without this row's last token on the queue: failed (the future raises), or a
+                # model that does not report tokens as it goes; then the rest is replayed from the result.
+                result = await future
+                rest = result.tokens[sent:]
+                for i, token in enumerate(rest, start=sent + 1):
+                    yield event(i, token, result if i == len(result.tokens) else None)
             except ApiError as exc:
                 yield f"data:{json.dumps({'error': exc.message, 'error_type': exc.error_type})}\n\n"
-                return
-            last = len(result.tokens) - 1
-            for i, tok in enumerate(result.tokens):
-                event = {"index": i + 1, "token": _token(tok), "generated_text": None, "details": None}
-                if i == last:
-                    event["generated_text"] = (body.inputs + result.text) if params.return_full_text else result.text
-                    if params.details:
-                        event["details"] = {
-                            "finish_reason": result.finish_reason,
-                            "generated_tokens": len(result.tokens),
-                            "input_length": n_in,
-                            "seed": result.seed,
-                        }
-                yield f"data:{json.dumps(event)}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -6,6 +6,9 @@ OpenAPI schemas (``../shared/reference/tgi-openapi.json``).
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 
 from radbridge.adapters.generator_local import BASE_MODEL_ID, LocalModel, RowRequest
@@ -59,6 +62,20 @@ def test_tgi_generator_matches_the_in_process_model(server):
     assert [g.text for g in out] == [r.text.strip() for r in direct]
     assert all(g.text and g.finish_reason in ("length", "eos_token") for g in out)
     assert [g.generated_tokens for g in out] == [len(r.tokens) for r in direct]
+
+
+def test_stream_gives_the_same_tokens_as_generate_one_event_each(server):
+    request = {"inputs": render(PROMPTS[1]), "parameters": {"max_new_tokens": 6, "details": True, "adapter_id": "radiology"}}
+    whole = httpx.post(f"{server.url}/generate", json=request, timeout=120).json()
+    with httpx.stream("POST", f"{server.url}/generate_stream", json=request, timeout=120) as resp:
+        events = [json.loads(line[5:]) for line in resp.iter_lines() if line.startswith("data:")]
+    assert [e["token"]["id"] for e in events] == [t["id"] for t in whole["details"]["tokens"]]
+    assert [e["index"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["generated_text"] for e in events[:-1]] == [None] * (len(events) - 1)
+    assert events[-1]["generated_text"] == whole["generated_text"]
+    assert events[-1]["details"]["finish_reason"] == whole["details"]["finish_reason"]
+    # Same greedy choice, same log-probabilities: streaming reads them from the same step.
+    assert [round(e["token"]["logprob"], 4) for e in events] == [round(t["logprob"], 4) for t in whole["details"]["tokens"]]
 
 
 def test_chat_endpoint_sees_the_same_prompt_as_the_raw_endpoint(server):

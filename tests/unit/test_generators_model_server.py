@@ -47,7 +47,7 @@ class FakeModel:
     def chat_text(self, messages):
         return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
 
-    def generate(self, rows, sampling):
+    def generate(self, rows, sampling, on_token=None):  # reports no tokens as it goes: the stream replays them
         self.release.wait(10)
         self.batches.append(list(rows))
         self.samplings.append(sampling)
@@ -151,6 +151,59 @@ def test_stream_events_and_stream_validation(client):
     [err] = [json.loads(line[5:]) for line in bad.text.splitlines() if line.startswith("data:")]
     CONTRACT.validate("ErrorResponse", err)
     assert err["error_type"] == "validation"
+
+
+class StreamingModel(FakeModel):
+    """Reports each token as it is chosen, like LocalModel; holds after the first until ``gate`` is set."""
+
+    def __init__(self, fail_after_first=False):
+        super().__init__()
+        self.gate = threading.Event()
+        self.finished = False
+        self.fail_after_first = fail_after_first
+
+    def generate(self, rows, sampling, on_token=None):
+        out = FakeModel.generate(self, rows, sampling)
+        for index, result in enumerate(out):
+            on_token(index, result.tokens[0], False)
+        self.gate.wait(10)
+        if self.fail_after_first:
+            raise RuntimeError("device lost")
+        for index, result in enumerate(out):
+            for n, token in enumerate(result.tokens[1:], start=2):
+                on_token(index, token, n == len(result.tokens))
+        self.finished = True
+        return out
+
+
+def _stream_events(model, request):
+    app = create_app(model=model, config=ServerConfig(max_total_tokens=64, batch_wait_ms=1))
+    events = []
+    with TestClient(app) as c, c.stream("POST", "/generate_stream", json=request) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data:"):
+                events.append((json.loads(line[5:]), model.finished))
+                model.gate.set()
+    return events
+
+
+def test_stream_sends_each_token_while_the_batch_is_still_generating():
+    model = StreamingModel()
+    events = _stream_events(model, {"inputs": "a b", "parameters": {"max_new_tokens": 3, "details": True}})
+    for e, _ in events:
+        CONTRACT.validate("StreamResponse", e)
+    # The first token reached the client while the model was still held inside generate.
+    assert [(e["index"], done) for e, done in events] == [(1, False), (2, True), (3, True)]
+    assert [e["generated_text"] for e, _ in events] == [None, None, "answer from base"]
+    assert events[-1][0]["details"]["finish_reason"] == "length"
+
+
+def test_stream_failing_mid_generation_ends_with_an_error_event():
+    model = StreamingModel(fail_after_first=True)
+    events = [e for e, _ in _stream_events(model, {"inputs": "a", "parameters": {"max_new_tokens": 3}})]
+    assert events[0]["index"] == 1 and events[0]["generated_text"] is None
+    CONTRACT.validate("ErrorResponse", events[1])
+    assert events[1]["error_type"] == "generation" and len(events) == 2
 
 
 def test_chat_completion_uses_model_as_adapter(client, model):
