@@ -1,7 +1,7 @@
 """A TGI-protocol model server over the in-process model, for CPU-only sites and for tests.
 
 It speaks the subset of text-generation-inference's HTTP API radbridge and common clients use
-(``/generate``, ``/generate_stream``, ``/info``, ``/health``, ``/v1/chat/completions``, ``/v1/models``) with
+(``/``, ``/generate``, ``/generate_stream``, ``/info``, ``/health``, ``/v1/chat/completions``, ``/v1/models``) with
 TGI's request defaults, validation messages, status codes and error bodies. It also keeps TGI's pitfall on
 purpose: an unknown ``adapter_id`` silently runs the base model (only a server-side warning), so the
 client-side adapter check is exercised against realistic behaviour.
@@ -102,6 +102,10 @@ class GenerateRequest(BaseModel):
     parameters: GenerateParameters | None = None
 
 
+class CompatGenerateRequest(GenerateRequest):
+    stream: bool = False
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -113,6 +117,7 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stop: list[str] | None = None
     stream: bool = False
+    stream_options: dict | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
     n: int | None = None
@@ -421,6 +426,22 @@ def create_app(
         }
         return JSONResponse(payload, headers=headers)
 
+    async def _tokens(row: RowRequest, sampling: Sampling):
+        """(token, result) for each token as the batch chooses it; ``result`` only with the last one."""
+        tokens, future = await svc.batcher.submit_stream(row, sampling)
+        sent = 0
+        while (item := await tokens.get()) is not None:
+            token, last = item
+            sent += 1
+            yield token, (await future if last else None)
+            if last:
+                return
+        # The batch ended without this row's last token on the queue: failed (the future raises), or a model
+        # that does not report tokens as it goes; then the rest is replayed from the result.
+        result = await future
+        for i, token in enumerate(result.tokens[sent:], start=sent + 1):
+            yield token, (result if i == len(result.tokens) else None)
+
     @app.post("/generate_stream")
     async def generate_stream(body: GenerateRequest):
         # Each token is sent as soon as the batch chooses it; the last event carries the text and details.
@@ -428,9 +449,9 @@ def create_app(
             try:
                 params = body.parameters if body.parameters is not None else ROUTER_DEFAULTS
                 row, sampling, n_in = svc.validate(body.inputs, params, stream=True)
-                tokens, future = await svc.batcher.submit_stream(row, sampling)
-
-                def event(index: int, token, result: RowResult | None) -> str:
+                index = 0
+                async for token, result in _tokens(row, sampling):
+                    index += 1
                     out = {"index": index, "token": _token(token), "generated_text": None, "details": None}
                     if result is not None:
                         out["generated_text"] = (body.inputs + result.text) if params.return_full_text else result.text
@@ -441,30 +462,23 @@ def create_app(
                                 "input_length": n_in,
                                 "seed": result.seed,
                             }
-                    return f"data:{json.dumps(out)}\n\n"
-
-                sent = 0
-                while (item := await tokens.get()) is not None:
-                    token, last = item
-                    sent += 1
-                    yield event(sent, token, await future if last else None)
-                    if last:
-                        return
-                # The batch ended without this row's last token on the queue: failed (the future raises), or a
-                # model that does not report tokens as it goes; then the rest is replayed from the result.
-                result = await future
-                rest = result.tokens[sent:]
-                for i, token in enumerate(rest, start=sent + 1):
-                    yield event(i, token, result if i == len(result.tokens) else None)
+                    yield f"data:{json.dumps(out)}\n\n"
             except ApiError as exc:
                 yield f"data:{json.dumps({'error': exc.message, 'error_type': exc.error_type})}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    @app.post("/")
+    async def compat_generate(body: CompatGenerateRequest):
+        # TGI's root route, which huggingface_hub's InferenceClient uses: a stream, or a one-element list.
+        request = GenerateRequest(inputs=body.inputs, parameters=body.parameters)
+        if body.stream:
+            return await generate_stream(request)
+        single = await generate(request)
+        return JSONResponse([json.loads(single.body)], headers={k: v for k, v in single.headers.items() if k.startswith("x-")})
+
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest):
-        if body.stream:
-            raise _validation("`stream` is not supported by this server's chat endpoint")
         if body.tools or body.response_format:
             raise _validation("tools and response_format are not supported by this server")
         if body.n not in (None, 1):
@@ -485,7 +499,9 @@ def create_app(
             seed=body.seed,
             stop=body.stop or [],
         )
-        row, sampling, n_in = svc.validate(text, params, stream=False)
+        row, sampling, n_in = svc.validate(text, params, stream=body.stream)
+        if body.stream:
+            return StreamingResponse(_chat_chunks(body, row, sampling, n_in), media_type="text/event-stream")
         result = await svc.batcher.submit(row, sampling)
         content = result.text
         for stop in params.stop:
@@ -519,6 +535,38 @@ def create_app(
                 "total_tokens": n_in + len(result.tokens),
             },
         }
+
+    async def _chat_chunks(body: ChatRequest, row: RowRequest, sampling: Sampling, n_in: int):
+        """OpenAI-style chunks, one per token as it is chosen, then usage if asked for, then ``[DONE]``."""
+        chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        fingerprint = f"{__version__}-{ROUTER}"
+
+        def chunk(choices: list, usage: dict | None = None) -> str:
+            out = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": config.model_id,
+                   "system_fingerprint": fingerprint, "choices": choices, "usage": usage}
+            return f"data: {json.dumps(out)}\n\n"
+
+        try:
+            n_out = 0
+            async for token, result in _tokens(row, sampling):
+                n_out += 1
+                choice = {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "" if token.special else token.text},
+                    "logprobs": (
+                        {"content": [{"token": token.text, "logprob": token.logprob, "top_logprobs": []}]}
+                        if body.logprobs and token.logprob is not None else None
+                    ),
+                    "finish_reason": None,
+                }
+                if result is not None:
+                    choice["finish_reason"] = "length" if result.finish_reason == "length" else "stop"
+                yield chunk([choice])
+            if (body.stream_options or {}).get("include_usage"):
+                yield chunk([], {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out})
+        except ApiError as exc:
+            yield f"data: {json.dumps({'error': exc.message, 'error_type': exc.error_type})}\n\n"
+        yield "data: [DONE]\n\n"
 
     return app
 

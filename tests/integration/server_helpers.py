@@ -33,6 +33,13 @@ class Recorder:
     def __init__(self, app):
         self.app = app
         self.exchanges: list[Exchange] = []
+        self.open = 0  # responses started, not yet finished (a streamed body may end after its client has read it)
+
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every started response has been recorded in full."""
+        deadline = time.monotonic() + timeout_s
+        while self.open and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -47,6 +54,7 @@ class Recorder:
 
         async def snd(msg):
             if msg["type"] == "http.response.start":
+                self.open += 1
                 out["status"] = msg["status"]
                 headers = {k.decode().lower(): v.decode() for k, v in msg.get("headers", [])}
                 out["type"] = headers.get("content-type", "")
@@ -57,6 +65,7 @@ class Recorder:
                     self.exchanges.append(
                         Exchange(scope["method"], scope["path"], b"".join(body), out["status"], out["type"], out["body"])
                     )
+                    self.open -= 1
             await send(msg)
 
         await self.app(scope, recv, snd)
@@ -72,7 +81,8 @@ def check_exchange(contract: TgiContract, ex: Exchange) -> None:
         for line in ex.response.decode().splitlines():
             if line.startswith("data:") and line[5:].strip() != "[DONE]":
                 event = json.loads(line[5:])
-                contract.validate("ErrorResponse" if "error" in event else "StreamResponse", event)
+                kind = "ChatCompletionChunk" if ex.path == "/v1/chat/completions" else "StreamResponse"
+                contract.validate("ErrorResponse" if "error" in event else kind, event)
     else:
         contract.response_component(ex.method, ex.path, ex.status)  # the status must be documented
 

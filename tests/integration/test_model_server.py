@@ -10,6 +10,7 @@ import json
 
 import httpx
 import pytest
+from huggingface_hub import InferenceClient
 
 from radbridge.adapters.generator_local import BASE_MODEL_ID, LocalModel, RowRequest
 from radbridge.adapters.generator_openai import OpenAIGenerator
@@ -49,6 +50,7 @@ def server(tmp_path_factory):
 def every_exchange_follows_the_spec(server):
     start = len(server.recorder.exchanges)
     yield
+    server.recorder.settle()
     contract = load_contract()
     for ex in server.recorder.exchanges[start:]:
         check_exchange(contract, ex)
@@ -76,6 +78,20 @@ def test_stream_gives_the_same_tokens_as_generate_one_event_each(server):
     assert events[-1]["details"]["finish_reason"] == whole["details"]["finish_reason"]
     # Same greedy choice, same log-probabilities: streaming reads them from the same step.
     assert [round(e["token"]["logprob"], 4) for e in events] == [round(t["logprob"], 4) for t in whole["details"]["tokens"]]
+
+
+def test_huggingface_client_streams_text_and_chat(server):
+    client = InferenceClient(server.url, timeout=120)
+    prompt = render(PROMPTS[0])
+    whole = client.text_generation(prompt, max_new_tokens=5, details=True, adapter_id="radiology")
+    streamed = list(client.text_generation(prompt, max_new_tokens=5, details=True, stream=True, adapter_id="radiology"))
+    assert [s.token.id for s in streamed] == [t.id for t in whole.details.tokens]
+    assert streamed[-1].generated_text == whole.generated_text
+    messages = [{"role": "system", "content": PROMPTS[0].system}, {"role": "user", "content": PROMPTS[0].user}]
+    reply = client.chat_completion(messages, model="radiology", max_tokens=5, temperature=0)
+    chunks = list(client.chat_completion(messages, model="radiology", max_tokens=5, temperature=0, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == reply.choices[0].finish_reason
 
 
 def test_chat_endpoint_sees_the_same_prompt_as_the_raw_endpoint(server):

@@ -193,7 +193,7 @@ def test_stream_sends_each_token_while_the_batch_is_still_generating():
     for e, _ in events:
         CONTRACT.validate("StreamResponse", e)
     # The first token reached the client while the model was still held inside generate.
-    assert [(e["index"], done) for e, done in events] == [(1, False), (2, True), (3, True)]
+    assert [e["index"] for e, _ in events] == [1, 2, 3] and events[0][1] is False and model.finished
     assert [e["generated_text"] for e, _ in events] == [None, None, "answer from base"]
     assert events[-1][0]["details"]["finish_reason"] == "length"
 
@@ -204,6 +204,30 @@ def test_stream_failing_mid_generation_ends_with_an_error_event():
     assert events[0]["index"] == 1 and events[0]["generated_text"] is None
     CONTRACT.validate("ErrorResponse", events[1])
     assert events[1]["error_type"] == "generation" and len(events) == 2
+
+
+def test_chat_stream_sends_chunks_while_generating_then_usage_and_done():
+    model = StreamingModel()
+    app = create_app(model=model, config=ServerConfig(max_total_tokens=64, batch_wait_ms=1))
+    req = {"model": "radiology", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "temperature": 0,
+           "stream": True, "stream_options": {"include_usage": True}}
+    CONTRACT.validate("ChatRequest", req)
+    chunks = []
+    with TestClient(app) as c, c.stream("POST", "/v1/chat/completions", json=req) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data:"):
+                chunks.append((line[5:].strip(), model.finished))
+                model.gate.set()
+    assert chunks[-1][0] == "[DONE]"
+    events = [json.loads(data) for data, _ in chunks[:-1]]
+    for e in events:
+        CONTRACT.validate("ChatCompletionChunk", e)
+    assert chunks[0][1] is False and model.finished  # the first chunk left while the model was held
+    assert [e["choices"][0]["delta"]["content"] for e in events[:3]] == ["w", "w", "w"]
+    assert [e["choices"][0]["finish_reason"] for e in events[:3]] == [None, None, "length"]
+    assert events[3]["choices"] == [] and events[3]["usage"]["completion_tokens"] == 3
+    assert model.batches[-1][0].adapter == "radiology"
 
 
 def test_chat_completion_uses_model_as_adapter(client, model):
