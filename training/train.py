@@ -435,12 +435,18 @@ def _save_checkpoint(model, opt, ckpt: Path, step: int, seconds: float, tokens: 
         tmp.rename(ckpt)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=REPO / "training" / "configs" / "paper.json")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (JSON values)")
+    # extend: "--set a=1 --set b=2" keeps both (the default "store" kept only the last, silently)
+    ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                    help="override config keys (JSON values)")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     cfg = TrainConfig.load(args.config, args.set)
     summary = train(cfg, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))

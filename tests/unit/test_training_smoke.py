@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training.data import OPENI, load_split  # noqa: E402
-from training.train import TrainConfig, build_examples, load_model, train  # noqa: E402
+from training.train import TrainConfig, build_examples, load_model, parser, train  # noqa: E402
 
 
 def _config(tmp_path: Path, **kw) -> TrainConfig:
@@ -130,3 +130,10 @@ def test_abnormal_reports_are_seen_more_often_when_asked():
                {"findings": "", "impression": "Cardiomegaly. No edema."}]
     assert epoch_pool(TrainConfig(), records) == [0, 1, 2, 3]
     assert epoch_pool(TrainConfig(abnormal_weight=3), records) == [0, 1, 2, 3, 1, 3, 1, 3]
+
+
+def test_every_set_override_is_kept():
+    # Repeating --set used to keep only the last one, silently (a whole run trained with the config's weight).
+    args = parser().parse_args(["--set", "abnormal_weight=6", "--set", "output_dir=runs/x", "epochs=1"])
+    cfg = TrainConfig.load(Path(__file__).parents[2] / "training" / "configs" / "best.json", args.set)
+    assert (cfg.abnormal_weight, cfg.output_dir, cfg.epochs) == (6, "runs/x", 1)
