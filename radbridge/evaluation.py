@@ -160,6 +160,16 @@ def evaluate(records: Sequence[dict], drafter: Drafter, meta: dict | None = None
     result["reports_per_second"] = round(len(records) / seconds, 3) if seconds > 0 else None
     result["meta"] = meta or {}
     result["drafts"] = [{"uid": r.get("uid"), "draft": d} for r, d in zip(records, drafts)]
+    # A wording policy (+copynormal) replaced some completions: keep what the model wrote, and score it too, so
+    # one run shows the model alone and the policy's effect on the same drafts.
+    completions = getattr(drafter, "completions", None)
+    if completions is not None and len(completions) == len(drafts) and completions != drafts:
+        for row, c, d in zip(result["drafts"], completions, drafts):
+            if c != d:
+                row["model_draft"] = c
+        model_only = score(completions, [r["impression"] for r in records], [r["findings"] for r in records])
+        result["model_only"] = {k: v for k, v in model_only.items() if k != "by_reference"}
+        result["wording_copied"] = sum(1 for c, d in zip(completions, drafts) if c != d)
     return result
 
 
@@ -174,11 +184,23 @@ def retrieval_drafter(retriever) -> Drafter:
     return lambda records: retriever.nearest_impressions([r["findings"] for r in records])
 
 
+class _ModelDrafter:
+    """A Drafter that also keeps each cleaned completion as the model wrote it (``completions``), before ``settle``."""
+
+    def __init__(self, draft: Callable[[Sequence[dict], list[str]], list[str]]):
+        self._draft = draft
+        self.completions: list[str] = []
+
+    def __call__(self, records: Sequence[dict]) -> list[str]:
+        self.completions = []
+        return self._draft(records, self.completions)
+
+
 def model_drafter(generator, template, params, *, retriever=None, batch_size: int = 8, progress: bool = True) -> Drafter:
     """Prompts from radbridge.prompt (examples from the retriever when the template asks), generated in batches."""
     from . import prompt as P
 
-    def draft(records: Sequence[dict]) -> list[str]:
+    def draft(records: Sequence[dict], completions: list[str]) -> list[str]:
         findings = [r["findings"] for r in records]
         examples = (
             retriever.examples(findings, template.n_examples)
@@ -200,10 +222,12 @@ def model_drafter(generator, template, params, *, retriever=None, batch_size: in
         for i in batches:
             chunk = prompts[i : i + batch_size]
             for prompt, g in zip(chunk, generator.generate(chunk, params), strict=True):
-                out.append(P.settle(template, prompt, P.clean_completion(g.text))[0])
+                completion = P.clean_completion(g.text)
+                completions.append(completion)
+                out.append(P.settle(template, prompt, completion)[0])
         return out
 
-    return draft
+    return _ModelDrafter(draft)
 
 
 def write_results(result: dict, out: str | Path) -> None:
@@ -221,6 +245,13 @@ def summary_line(result: dict) -> str:
             f" | {name}: n={g['n']} RL={g['rougeL']:.4f} words={g['mean_draft_words']:.1f}/"
             f"{g['mean_reference_words']:.1f} drafts_abnormal={g['drafts_abnormal']}"
             for name, g in result.get("by_reference", {}).items()
+        )
+        + (
+            f" | model alone (before the wording policy, {result['wording_copied']} drafts changed): "
+            f"RL={result['model_only']['rougeL']:.4f} clinF1={result['model_only']['clinical_f1']:.4f} "
+            f"words={result['model_only']['mean_draft_words']:.2f}"
+            if "model_only" in result
+            else ""
         )
     )
 

@@ -194,3 +194,31 @@ def test_compare_rescoring_two_results_files(tmp_path):
     assert out["n"] == 10
     assert out["rougeL"]["a"] == pytest.approx(1.0) and out["rougeL"]["diff"] > 0 and out["rougeL"]["ci95"][0] > 0
     assert out["clinical_f1"]["a"] == 1.0 and out["clinical_f1"]["b"] == 0.0
+
+
+def test_wording_policy_keeps_and_scores_what_the_model_wrote():
+    from types import SimpleNamespace
+
+    from radbridge.domain import GenerationParams
+    from radbridge.evaluation import model_drafter
+    from radbridge.prompt import PromptTemplate
+
+    class Writes:
+        """Answers every prompt with the same text: normal for the first report, abnormal for the second."""
+
+        def generate(self, prompts, params):
+            return [SimpleNamespace(text="Lungs are clear." if "atelectasis" not in p.user.split("Findings: ")[-1]
+                                    else "Right pleural effusion.") for p in prompts]
+
+    records = [VALID[1], VALID[0]]
+    copy = PromptTemplate.from_id("paper-v1+examples1+copynormal")
+    result = evaluate(records, model_drafter(Writes(), copy, GenerationParams(), retriever=Retriever(TRAIN), progress=False))
+    # The normal study took the nearest signed report's wording; the abnormal one kept the model's text.
+    assert [d["draft"] for d in result["drafts"]] == ["No acute cardiopulmonary abnormality.", "Right pleural effusion."]
+    assert result["drafts"][0]["model_draft"] == "Lungs are clear." and "model_draft" not in result["drafts"][1]
+    assert result["wording_copied"] == 1
+    alone = evaluate(records, model_drafter(Writes(), PromptTemplate.from_id("paper-v1+examples1"), GenerationParams(),
+                                            retriever=Retriever(TRAIN), progress=False))
+    assert "model_only" not in alone
+    assert result["model_only"]["rougeL"] == alone["rougeL"] and result["model_only"]["mean_draft_words"] == 3.0
+    assert result["clinical_f1"] == result["model_only"]["clinical_f1"]
