@@ -155,7 +155,8 @@ def evaluate(records: Sequence[dict], drafter: Drafter, meta: dict | None = None
     t0 = time.perf_counter()
     drafts = drafter(records)
     seconds = time.perf_counter() - t0
-    result = score(drafts, [r["impression"] for r in records], [r["findings"] for r in records])
+    references, findings = [r["impression"] for r in records], [r["findings"] for r in records]
+    result = score(drafts, references, findings)
     result["seconds"] = round(seconds, 3)
     result["reports_per_second"] = round(len(records) / seconds, 3) if seconds > 0 else None
     result["meta"] = meta or {}
@@ -164,12 +165,12 @@ def evaluate(records: Sequence[dict], drafter: Drafter, meta: dict | None = None
     # one run shows the model alone and the policy's effect on the same drafts.
     completions = getattr(drafter, "completions", None)
     if completions is not None and len(completions) == len(drafts) and completions != drafts:
-        for row, c, d in zip(result["drafts"], completions, drafts):
-            if c != d:
-                row["model_draft"] = c
-        model_only = score(completions, [r["impression"] for r in records], [r["findings"] for r in records])
+        changed = [(row, c) for row, c, d in zip(result["drafts"], completions, drafts) if c != d]
+        for row, c in changed:
+            row["model_draft"] = c
+        model_only = score(completions, references, findings)
         result["model_only"] = {k: v for k, v in model_only.items() if k != "by_reference"}
-        result["wording_copied"] = sum(1 for c, d in zip(completions, drafts) if c != d)
+        result["wording_copied"] = len(changed)
     return result
 
 

@@ -102,6 +102,10 @@ class GenerateRequest(BaseModel):
     parameters: GenerateParameters | None = None
 
 
+def _params(body: GenerateRequest) -> GenerateParameters:
+    return body.parameters if body.parameters is not None else ROUTER_DEFAULTS
+
+
 class CompatGenerateRequest(GenerateRequest):
     stream: bool = False
 
@@ -404,16 +408,13 @@ def create_app(
     async def models():
         return {"id": config.model_id, "object": "model", "created": 0, "owned_by": config.model_id}
 
-    async def _generate(body: GenerateRequest, *, stream: bool) -> tuple[RowResult, GenerateParameters, int, float]:
-        params = body.parameters if body.parameters is not None else ROUTER_DEFAULTS
+    async def _generate(body: GenerateRequest) -> tuple[dict, dict[str, str]]:
+        """TGI's GenerateResponse for one request, and its timing headers."""
+        params = _params(body)
         started = time.monotonic()
-        row, sampling, n_in = svc.validate(body.inputs, params, stream=stream)
+        row, sampling, n_in = svc.validate(body.inputs, params, stream=False)
         result = await svc.batcher.submit(row, sampling)
-        return result, params, n_in, time.monotonic() - started
-
-    @app.post("/generate")
-    async def generate(body: GenerateRequest):
-        result, params, n_in, took = await _generate(body, stream=False)
+        took = time.monotonic() - started
         text = (body.inputs + result.text) if params.return_full_text else result.text
         payload = {"generated_text": text, "details": _details(result, params.decoder_input_details) if params.details else None}
         n_out = len(result.tokens)
@@ -424,6 +425,11 @@ def create_app(
             "x-generated-tokens": str(n_out),
             "x-time-per-token": str(int(took * 1000 / max(n_out, 1))),
         }
+        return payload, headers
+
+    @app.post("/generate")
+    async def generate(body: GenerateRequest):
+        payload, headers = await _generate(body)
         return JSONResponse(payload, headers=headers)
 
     async def _tokens(row: RowRequest, sampling: Sampling):
@@ -447,7 +453,7 @@ def create_app(
         # Each token is sent as soon as the batch chooses it; the last event carries the text and details.
         async def events():
             try:
-                params = body.parameters if body.parameters is not None else ROUTER_DEFAULTS
+                params = _params(body)
                 row, sampling, n_in = svc.validate(body.inputs, params, stream=True)
                 index = 0
                 async for token, result in _tokens(row, sampling):
@@ -471,11 +477,10 @@ def create_app(
     @app.post("/")
     async def compat_generate(body: CompatGenerateRequest):
         # TGI's root route, which huggingface_hub's InferenceClient uses: a stream, or a one-element list.
-        request = GenerateRequest(inputs=body.inputs, parameters=body.parameters)
         if body.stream:
-            return await generate_stream(request)
-        single = await generate(request)
-        return JSONResponse([json.loads(single.body)], headers={k: v for k, v in single.headers.items() if k.startswith("x-")})
+            return await generate_stream(body)
+        payload, headers = await _generate(body)
+        return JSONResponse([payload], headers=headers)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest):
