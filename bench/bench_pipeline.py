@@ -17,7 +17,7 @@ import platform
 import time
 
 from radbridge import samples
-from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.pipeline import Drafter, Envelope
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 from kafka.structs import TopicPartition  # noqa: E402
 
-from radbridge.adapters.broker import EmbeddedBroker  # noqa: E402
+from radbridge.adapters.kafka.broker import EmbeddedBroker  # noqa: E402
 from radbridge.bootstrap import build_generator  # noqa: E402
 from radbridge.domain import GenerationParams  # noqa: E402
 from radbridge.pipeline import Drafter  # noqa: E402

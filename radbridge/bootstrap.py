@@ -34,11 +34,11 @@ def _local_adapter(settings: Settings) -> Path | None:
 
 def build_generator(settings: Settings) -> Generator:
     if settings.backend == "instant":
-        from .adapters.generator_memory import InstantGenerator
+        from .adapters.model.memory import InstantGenerator
 
         return InstantGenerator()
     if settings.backend == "local":
-        from .adapters.generator_local import LocalGenerator
+        from .adapters.model.local import LocalGenerator
 
         adapter = _local_adapter(settings)
         if adapter is not None and (adapter / "manifest.json").is_file():
@@ -47,7 +47,7 @@ def build_generator(settings: Settings) -> Generator:
         return LocalGenerator(adapter, batch_size=settings.local_batch_size)
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
-    from .adapters.model_client import RetryPolicy
+    from .adapters.model.client import RetryPolicy
 
     remote = dict(
         adapter=settings.adapter,
@@ -56,10 +56,10 @@ def build_generator(settings: Settings) -> Generator:
         retry=RetryPolicy(attempts=settings.max_retries + 1),
     )
     if settings.backend == "tgi":
-        from .adapters.generator_tgi import TgiGenerator
+        from .adapters.model.tgi import TgiGenerator
 
         return TgiGenerator(settings.model_url, **remote)
-    from .adapters.generator_openai import OpenAIGenerator
+    from .adapters.model.openai import OpenAIGenerator
 
     return OpenAIGenerator(settings.model_url, **remote)
 
@@ -105,7 +105,7 @@ def build_drafter(settings: Settings, generator: Generator | None = None) -> Dra
 def build_fhir_store(settings: Settings) -> FhirStore | None:
     if not settings.fhir_url:
         return None
-    from .adapters.fhir_store import HttpFhirStore
+    from .adapters.fhir_server.store import HttpFhirStore
 
     return HttpFhirStore(
         settings.fhir_url,

@@ -122,7 +122,7 @@ def serve_model(
     max_concurrent_requests: int = typer.Option(128, help="more in flight: 429 overloaded, as TGI"),
 ) -> None:
     """Serve the local model over TGI's HTTP protocol (/generate, /v1/chat/completions, /info, /health)."""
-    from .adapters.model_server import parse_adapters, serve
+    from .adapters.model.server import parse_adapters, serve
     from .settings import SHIPPED_MODEL_DIR
 
     adapters = parse_adapters(lora_adapters) if lora_adapters else (

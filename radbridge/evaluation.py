@@ -266,7 +266,7 @@ def _model(backend: str, url: str | None, adapter: str | Path | None, batch_size
 
         settings = Settings(backend=backend, model_url=url, adapter=str(adapter) if adapter else None)
         return build_generator(settings), None
-    from .adapters.generator_local import LocalGenerator
+    from .adapters.model.local import LocalGenerator
 
     if adapter in (None, "none"):
         return LocalGenerator(batch_size=batch_size), None

@@ -221,12 +221,12 @@ class Drafter:
         bundle = None
         oru: tuple[bytes, ...] = ()
         if drafts:
-            from .adapters.fhir_writer import build_bundle
+            from .formats.fhir.writer import build_bundle
 
             recorded = self._recorded(p)
             bundle = build_bundle(drafts, status=self.output_status, recorded=recorded)
             if self.emit_oru:
-                from .adapters.hl7v2_writer import build_oru
+                from .formats.hl7v2.writer import build_oru
 
                 oru = tuple(build_oru(d, recorded=recorded) for d in drafts)
         return Outcome(

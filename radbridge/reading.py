@@ -31,7 +31,7 @@ def detect_format(data: bytes) -> SourceFormat:
 def split_payload(data: bytes) -> list[bytes]:
     """One payload -> the messages in it (several only for HL7 v2 batch files or MLLP streams)."""
     if detect_format(data) == "hl7v2":
-        from .adapters.hl7v2_reader import split_hl7_stream
+        from .formats.hl7v2.reader import split_hl7_stream
 
         return split_hl7_stream(data)
     return [data]
@@ -40,9 +40,9 @@ def split_payload(data: bytes) -> list[bytes]:
 def read_message(data: bytes, *, location: str | None = None, received_at: datetime | None = None) -> list[Report | Skipped]:
     """One message -> its reports (to draft) and skips (with reasons). Raises MalformedMessage."""
     if detect_format(data) == "hl7v2":
-        from .adapters.hl7v2_reader import read_hl7v2
+        from .formats.hl7v2.reader import read_hl7v2
 
         return read_hl7v2(data, location=location, received_at=received_at)
-    from .adapters.fhir_reader import read_fhir
+    from .formats.fhir.reader import read_fhir
 
     return read_fhir(data, location=location, received_at=received_at)

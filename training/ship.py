@@ -16,7 +16,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from radbridge.adapters.generator_local import BASE_MODEL_ID, GGUF_FILE, file_sha256, smollm2_folder
+from radbridge.adapters.model.local import BASE_MODEL_ID, GGUF_FILE, file_sha256, smollm2_folder
 
 from .data import REPO
 

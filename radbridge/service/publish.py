@@ -10,7 +10,7 @@ from ..settings import Settings
 
 def publish_messages(settings: Settings, bootstrap: str, topic: str, messages: Iterable[tuple[str, bytes]]) -> int:
     """Send (key, bytes) pairs and wait for every ack; the key keeps one source's messages in one partition."""
-    from ..adapters.kafka_io import make_producer
+    from ..adapters.kafka.clients import make_producer
 
     producer = make_producer(settings, bootstrap)
     try:

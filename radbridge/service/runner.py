@@ -24,7 +24,7 @@ def bootstrap_address(settings: Settings) -> str:
 
 
 def start_embedded_broker(settings: Settings, stack: ExitStack) -> str:
-    from ..adapters.broker import EmbeddedBroker
+    from ..adapters.kafka.broker import EmbeddedBroker
 
     broker = stack.enter_context(EmbeddedBroker(port=settings.embedded_port or None))
     broker.create_topics(
@@ -35,8 +35,8 @@ def start_embedded_broker(settings: Settings, stack: ExitStack) -> str:
 
 
 def build_service(settings: Settings, bootstrap: str, *, drafter=None, fhir_store=None) -> Service:
-    from ..adapters.fhir_writer import bundle_bytes
-    from ..adapters.kafka_io import make_consumer, make_producer
+    from ..formats.fhir.writer import bundle_bytes
+    from ..adapters.kafka.clients import make_consumer, make_producer
     from ..bootstrap import build_drafter, build_fhir_store
 
     drafter = drafter or build_drafter(settings)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from server_helpers import wait_until_serving
 
-from radbridge.adapters.broker import free_port
+from radbridge.adapters.kafka.broker import free_port
 
 SEKMET_STARTUP_S = 60.0  # measured ~3-8 s; generous because the two CPU cores are shared
 
@@ -76,7 +76,7 @@ def sekmet_fhir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
 @pytest.fixture(scope="module")
 def broker():
     """A fresh embedded Kafka-protocol broker (Tansu) per test module."""
-    from radbridge.adapters.broker import EmbeddedBroker
+    from radbridge.adapters.kafka.broker import EmbeddedBroker
 
     with EmbeddedBroker() as b:
         yield b

@@ -16,7 +16,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from radbridge.adapters.kafka_io import ensure_topics
+from radbridge.adapters.kafka.clients import ensure_topics
 from radbridge.domain import sha256_of
 from radbridge.settings import Settings
 

@@ -9,7 +9,7 @@ from peft import LoraConfig
 from safetensors.torch import save_file
 from transformers import AutoConfig
 
-from radbridge.adapters.generator_local import GGUF_FILE, smollm2_folder
+from radbridge.adapters.model.local import GGUF_FILE, smollm2_folder
 
 
 def write_random_lora(folder: Path, *, seed: int = 0, r: int = 8, scale: float = 0.05) -> Path:

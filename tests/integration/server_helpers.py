@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 
-from radbridge.adapters.broker import free_port  # noqa: F401  (re-exported for the tests)
-from radbridge.adapters.tgi_contract import TgiContract
+from radbridge.adapters.kafka.broker import free_port  # noqa: F401  (re-exported for the tests)
+from tgi_contract import TgiContract
 
 
 @dataclass

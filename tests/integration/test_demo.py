@@ -21,7 +21,7 @@ def test_demo_runs_on_the_embedded_broker_and_exits_cleanly():
     assert m, proc.stdout[-2000:]
     drafted, skipped, rejected = map(int, m.groups())
     # the service must reach the same verdict per message as the pipeline does in-process on the same samples
-    from radbridge.adapters.generator_memory import InstantGenerator
+    from radbridge.adapters.model.memory import InstantGenerator
     from radbridge.demo import demo_samples
     from radbridge.pipeline import Drafter, Envelope
 

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from radbridge import samples
-from radbridge.adapters.fhir_store import HttpFhirStore
-from radbridge.adapters.generator_local import LocalModel
-from radbridge.adapters.model_server import ServerConfig, create_app
-from radbridge.adapters.tgi_contract import load_contract
+from radbridge.adapters.fhir_server.store import HttpFhirStore
+from radbridge.adapters.model.local import LocalModel
+from radbridge.adapters.model.server import ServerConfig, create_app
+from tgi_contract import load_contract
 from radbridge.cli import app
 
 from lora_helpers import write_random_lora

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from radbridge.adapters.fhir_store import HttpFhirStore
-from radbridge.adapters.fhir_writer import build_bundle
+from radbridge.adapters.fhir_server.store import HttpFhirStore
+from radbridge.formats.fhir.writer import build_bundle
 from radbridge.domain import Coding, Draft, GenerationParams, Identifier, ModelInfo, Report, SourceRef
 from radbridge.errors import PermanentError, StoreRejected
 from radbridge.ids import DRAFT_SYSTEM

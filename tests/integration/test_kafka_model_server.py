@@ -8,9 +8,9 @@ import sys
 import httpx
 import pytest
 
-from radbridge.adapters.broker import EmbeddedBroker, free_port
-from radbridge.adapters.generator_tgi import TgiGenerator
-from radbridge.adapters.model_client import RetryPolicy
+from radbridge.adapters.kafka.broker import EmbeddedBroker, free_port
+from radbridge.adapters.model.tgi import TgiGenerator
+from radbridge.adapters.model.client import RetryPolicy
 from radbridge.domain import GenerationParams, sha256_of
 from radbridge.pipeline import Drafter
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def _start_model_server(port: int, log_path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "radbridge.adapters.model_server", "--port", str(port), "--max-batch-size", "4",
+        [sys.executable, "-m", "radbridge.adapters.model.server", "--port", str(port), "--max-batch-size", "4",
          "--log-level", "warning"],
         cwd=REPO, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
     )

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from radbridge.adapters.fhir_store import MemoryFhirStore
-from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.adapters.fhir_server.store import MemoryFhirStore
+from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.domain import sha256_of
 from radbridge.errors import GeneratorUnavailable, StoreUnavailable
 from radbridge.pipeline import Drafter

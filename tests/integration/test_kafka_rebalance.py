@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from radbridge.adapters.broker import EmbeddedBroker
+from radbridge.adapters.kafka.broker import EmbeddedBroker
 from radbridge.domain import sha256_of
 
 from kafka_support import (

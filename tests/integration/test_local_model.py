@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from radbridge import samples
-from radbridge.adapters.generator_local import (
+from radbridge.adapters.model.local import (
     BASE_MODEL_LABEL,
     GGUF_FILE,
     LocalGenerator,

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from huggingface_hub import InferenceClient
 
-from radbridge.adapters.generator_local import BASE_MODEL_ID, LocalModel, RowRequest
-from radbridge.adapters.generator_openai import OpenAIGenerator
-from radbridge.adapters.generator_tgi import TgiGenerator
-from radbridge.adapters.model_client import RetryPolicy
-from radbridge.adapters.model_server import ServerConfig, create_app
-from radbridge.adapters.tgi_contract import load_contract
+from radbridge.adapters.model.local import BASE_MODEL_ID, LocalModel, RowRequest
+from radbridge.adapters.model.openai import OpenAIGenerator
+from radbridge.adapters.model.tgi import TgiGenerator
+from radbridge.adapters.model.client import RetryPolicy
+from radbridge.adapters.model.server import ServerConfig, create_app
+from tgi_contract import load_contract
 from radbridge.domain import GenerationParams
 from radbridge.errors import AdapterMismatch, GenerationRejected, GeneratorUnavailable
 from radbridge.prompt import DEFAULT_TEMPLATE, STOP_SEQUENCES, build, render
@@ -136,7 +136,7 @@ def test_stopped_server_is_unavailable_after_retries():
 
 
 def test_module_entry_point_serves_tgi_protocol(tmp_path):
-    """``python -m radbridge.adapters.model_server`` with TGI's LORA_ADAPTERS syntax, as deploy scripts run it."""
+    """``python -m radbridge.adapters.model.server`` with TGI's LORA_ADAPTERS syntax, as deploy scripts run it."""
     import os
     import subprocess
     import sys
@@ -146,7 +146,7 @@ def test_module_entry_point_serves_tgi_protocol(tmp_path):
     adapter = write_random_lora(tmp_path / "rad")
     port = free_port()
     env = {**os.environ, "LORA_ADAPTERS": f"rad={adapter}"}
-    cmd = [sys.executable, "-m", "radbridge.adapters.model_server", "--port", str(port), "--threads", "1", "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "radbridge.adapters.model.server", "--port", str(port), "--threads", "1", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"

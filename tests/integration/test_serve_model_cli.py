@@ -10,7 +10,7 @@ import httpx
 import pytest
 from server_helpers import wait_until_serving
 
-from radbridge.adapters.broker import free_port
+from radbridge.adapters.kafka.broker import free_port
 
 pytestmark = pytest.mark.integration
 

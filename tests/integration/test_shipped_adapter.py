@@ -21,13 +21,13 @@ CLINICAL_MARGIN = 0.10  # 50 reports hold few abnormal mentions: one miss moves 
 
 @pytest.fixture(scope="module")
 def manifest():
-    from radbridge.adapters.generator_local import Manifest
+    from radbridge.adapters.model.local import Manifest
 
     return Manifest.read(MODEL).data
 
 
 def test_manifest_describes_the_files(manifest):
-    from radbridge.adapters.generator_local import file_sha256
+    from radbridge.adapters.model.local import file_sha256
 
     assert file_sha256(MODEL / "adapter_model.safetensors") == manifest["adapter_sha256"]
     # r=16 on every projection, zero-padded to all 30 layers for TGI: ~20 MB, small beside the 270 MB base model

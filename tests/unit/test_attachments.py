@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pdf_helpers import text_pdf
 
-from radbridge.attachments import UnreadableAttachment, read_attachment
+from radbridge.formats.attachments import UnreadableAttachment, read_attachment
 
 REPORT = ["FINDINGS: Small left pleural effusion. No pneumothorax.", "IMPRESSION: Small left pleural effusion."]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from radbridge.adapters.fhir_writer import validate_bundle
+from radbridge.formats.fhir.writer import validate_bundle
 from radbridge.cli import app
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"

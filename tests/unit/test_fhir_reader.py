@@ -14,7 +14,7 @@ import pytest
 from pdf_helpers import text_pdf
 
 from radbridge import samples
-from radbridge.adapters.fhir_reader import html_to_text, read_fhir
+from radbridge.formats.fhir.reader import html_to_text, read_fhir
 from radbridge.domain import Report, SkipReason, Skipped, sha256_of
 from radbridge.errors import MalformedMessage
 

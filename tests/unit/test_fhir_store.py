@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from radbridge.adapters.fhir_store import HttpFhirStore, MemoryFhirStore
-from radbridge.adapters.fhir_writer import build_bundle
+from radbridge.adapters.fhir_server.store import HttpFhirStore, MemoryFhirStore
+from radbridge.formats.fhir.writer import build_bundle
 from radbridge.domain import Draft, GenerationParams, Identifier, ModelInfo, Report, SourceRef
 from radbridge.errors import StoreRejected, StoreUnavailable
 from radbridge.ids import DRAFT_SYSTEM

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from radbridge.adapters.fhir_writer import GENERATION_EXT, build_bundle, bundle_bytes, validate_bundle
+from radbridge.formats.fhir.writer import GENERATION_EXT, build_bundle, bundle_bytes, validate_bundle
 from radbridge.domain import Coding, Draft, GenerationParams, Identifier, ModelInfo, Report, SourceRef
 from radbridge.errors import ConfigurationError, UnsupportedContent
 from radbridge.ids import DRAFT_SYSTEM, SOURCE_SYSTEM, device_id, message_control_id, resource_uuid

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from radbridge.adapters.generator_local import RowResult, TokenInfo
-from radbridge.adapters.model_server import ServerConfig, create_app, parse_adapters
-from radbridge.adapters.tgi_contract import load_contract
+from radbridge.adapters.model.local import RowResult, TokenInfo
+from radbridge.adapters.model.server import ServerConfig, create_app, parse_adapters
+from tgi_contract import load_contract
 
 CONTRACT = load_contract()
 
@@ -107,7 +107,7 @@ def test_defaults_follow_the_server_not_the_spec(client, model):
 
 
 def test_unknown_adapter_silently_uses_the_base_model(client, model, caplog):
-    with caplog.at_level(logging.WARNING, logger="radbridge.adapters.model_server"):
+    with caplog.at_level(logging.WARNING, logger="radbridge.adapters.model.server"):
         body = valid(
             client.post("/generate", json={"inputs": "secret findings text", "parameters": {"adapter_id": "nope", "max_new_tokens": 2}}),
             "POST",

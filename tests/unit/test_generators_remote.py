@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from radbridge.adapters.generator_openai import OpenAIGenerator
-from radbridge.adapters.generator_tgi import TgiGenerator
-from radbridge.adapters.model_client import RetryPolicy, call_with_retry, map_error
-from radbridge.adapters.tgi_contract import load_contract
+from radbridge.adapters.model.openai import OpenAIGenerator
+from radbridge.adapters.model.tgi import TgiGenerator
+from radbridge.adapters.model.client import RetryPolicy, call_with_retry, map_error
+from tgi_contract import load_contract
 from radbridge.domain import GenerationParams
 from radbridge.errors import AdapterMismatch, ConfigurationError, GenerationRejected, GeneratorUnavailable
 from radbridge.prompt import DEFAULT_TEMPLATE, build, render

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.pipeline import Drafter, Envelope, Mode
 from radbridge.prompt import render
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pdf_helpers import text_pdf
 
-from radbridge.adapters.hl7v2_er7 import (
+from radbridge.formats.hl7v2.er7 import (
     Delimiters,
     escape,
     hl7apy_parse,
@@ -21,7 +21,7 @@ from radbridge.adapters.hl7v2_er7 import (
     split_segments,
     unescape,
 )
-from radbridge.adapters.hl7v2_reader import parse, read_hl7v2, split_hl7_stream
+from radbridge.formats.hl7v2.reader import parse, read_hl7v2, split_hl7_stream
 from radbridge.domain import Report, SkipReason, Skipped
 from radbridge.errors import MalformedMessage, PermanentError
 

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from hl7apy.parser import parse_message
 
-from radbridge.adapters.hl7v2_er7 import unescape
-from radbridge.adapters.hl7v2_writer import build_oru, escape
+from radbridge.formats.hl7v2.er7 import unescape
+from radbridge.formats.hl7v2.writer import build_oru, escape
 from radbridge.domain import Coding, Draft, GenerationParams, Identifier, ModelInfo, Report, SourceRef
 from radbridge.ids import message_control_id
 

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pytest
 
 from radbridge import samples
-from radbridge.adapters.fhir_writer import bundle_bytes
-from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.formats.fhir.writer import bundle_bytes
+from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.domain import Generation, ModelInfo, SkipReason
 from radbridge.errors import GenerationRejected, GeneratorUnavailable, MalformedMessage
 from radbridge.pipeline import Drafter, Envelope, Mode
@@ -166,7 +166,7 @@ def test_provenance_names_the_generator():
 
 
 def test_copynormal_wording_is_recorded_in_provenance_and_the_hl7_note():
-    from radbridge.adapters.hl7v2_writer import build_oru
+    from radbridge.formats.hl7v2.writer import build_oru
     from radbridge.prompt import Example
 
     class Nearest:  # ExampleSource: one normal report, very similar

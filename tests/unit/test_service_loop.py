@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
-from radbridge.adapters.fhir_writer import bundle_bytes
-from radbridge.adapters.generator_memory import InstantGenerator
+from radbridge.formats.fhir.writer import bundle_bytes
+from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.errors import GeneratorUnavailable
 from radbridge.pipeline import Drafter
 from radbridge.service.backoff import Backoff

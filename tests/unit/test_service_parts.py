@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from radbridge.adapters.kafka_io import consumer_config, producer_config, security_config
+from radbridge.adapters.kafka.clients import consumer_config, producer_config, security_config
 from radbridge.errors import MalformedMessage
 from radbridge.service.backoff import Backoff
 from radbridge.service.http import OpsServer

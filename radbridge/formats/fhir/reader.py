@@ -37,9 +37,9 @@ from functools import lru_cache
 from typing import Any
 
 from ..attachments import PREFERENCE, READABLE, UnreadableAttachment, html_to_text, read_attachment
-from ..domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
-from ..errors import MalformedMessage
-from ..sections import split_sections
+from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
+from ...errors import MalformedMessage
+from ...sections import split_sections
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..attachments import UnreadableAttachment, read_attachment
-from ..domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
-from ..errors import MalformedMessage
-from ..sections import split_sections
-from . import hl7v2_codes as codes
-from .hl7v2_er7 import (
+from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
+from ...errors import MalformedMessage
+from ...sections import split_sections
+from . import codes
+from .er7 import (
     BOM,
     MLLP_END,
     MLLP_START,

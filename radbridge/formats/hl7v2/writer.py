@@ -21,9 +21,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from ..domain import Coding, Draft, Identifier
-from ..ids import device_id, message_control_id
-from .hl7v2_codes import CODING_SYSTEMS
+from ...domain import Coding, Draft, Identifier
+from ...ids import device_id, message_control_id
+from .codes import CODING_SYSTEMS
 
 VERSION = "2.5.1"
 IMPRESSION_CODE = "19005-8^Impression^LN"

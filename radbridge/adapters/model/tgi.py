@@ -10,10 +10,10 @@ from __future__ import annotations
 from huggingface_hub import InferenceClient
 from huggingface_hub.utils import get_session
 
-from ..domain import Generation, GenerationParams
-from ..errors import ConfigurationError, GeneratorUnavailable
-from ..prompt import STOP_SEQUENCES, ChatFormat, Prompt, clean_completion, render
-from .model_client import PROBE, RemoteGenerator
+from ...domain import Generation, GenerationParams
+from ...errors import ConfigurationError, GeneratorUnavailable
+from ...prompt import STOP_SEQUENCES, ChatFormat, Prompt, clean_completion, render
+from .client import PROBE, RemoteGenerator
 
 class TgiGenerator(RemoteGenerator):
     """TGI ``POST /generate`` with ``adapter_id``; prompts of a batch are sent as concurrent requests."""

@@ -16,7 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "tgi-openapi.json"
+DEFAULT_SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "tgi-openapi.json"
 
 
 class ContractViolation(ValueError):

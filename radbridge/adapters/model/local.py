@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..domain import Generation, GenerationParams, ModelInfo
-from ..errors import ConfigurationError
-from ..prompt import STOP_SEQUENCES, ChatFormat, Prompt, clean_completion, render
+from ...domain import Generation, GenerationParams, ModelInfo
+from ...errors import ConfigurationError
+from ...prompt import STOP_SEQUENCES, ChatFormat, Prompt, clean_completion, render
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl
 import httpx
 from pydantic import SecretStr
 
-from ..errors import StoreRejected, StoreUnavailable
-from .fhir_writer import bundle_bytes
+from ...errors import StoreRejected, StoreUnavailable
+from ...formats.fhir.writer import bundle_bytes
 
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = frozenset({408, 429})

@@ -22,15 +22,15 @@ from huggingface_hub.errors import (
     ValidationError,
 )
 
-from ..domain import Generation, GenerationParams, ModelInfo
-from ..errors import (
+from ...domain import Generation, GenerationParams, ModelInfo
+from ...errors import (
     AdapterMismatch,
     ConfigurationError,
     GenerationRejected,
     GeneratorUnavailable,
     RadbridgeError,
 )
-from ..prompt import SYSTEM, Prompt
+from ...prompt import SYSTEM, Prompt
 
 # Fixed, report-free text: the probe must be the same every time and must not carry patient data.
 PROBE = Prompt(

@@ -30,8 +30,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from .. import __version__
-from .generator_local import BASE_MODEL_ID, LocalModel, RowRequest, RowResult, Sampling
+from ... import __version__
+from .local import BASE_MODEL_ID, LocalModel, RowRequest, RowResult, Sampling
 
 log = logging.getLogger(__name__)
 

@@ -54,11 +54,11 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Literal, Sequence
 
-from .. import __version__
-from ..domain import Coding, Draft, Identifier, Report
-from ..errors import ConfigurationError, UnsupportedContent
-from ..ids import DEVICE_SYSTEM, DRAFT_SYSTEM, SOURCE_SYSTEM, device_id, resource_uuid
-from .hl7v2_codes import CODING_SYSTEMS
+from ... import __version__
+from ...domain import Coding, Draft, Identifier, Report
+from ...errors import ConfigurationError, UnsupportedContent
+from ...ids import DEVICE_SYSTEM, DRAFT_SYSTEM, SOURCE_SYSTEM, device_id, resource_uuid
+from ..hl7v2.codes import CODING_SYSTEMS
 
 OutputStatus = Literal["preliminary", "partial"]
 ALLOWED_STATUSES: frozenset[str] = frozenset({"preliminary", "partial"})

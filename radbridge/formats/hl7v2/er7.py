@@ -18,7 +18,7 @@ from functools import lru_cache
 import hl7apy
 from hl7apy.exceptions import InvalidEncodingChars
 
-from ..errors import MalformedMessage
+from ...errors import MalformedMessage
 
 BOM = b"\xef\xbb\xbf"
 MLLP_START = b"\x0b"

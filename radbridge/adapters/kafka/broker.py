@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class EmbeddedBroker:
         raise ConfigurationError(f"embedded broker did not accept connections within {timeout_s}s")
 
     def create_topics(self, names: Iterable[str], partitions: int = 1) -> None:
-        from .kafka_io import ensure_topics
+        from .clients import ensure_topics
 
         ensure_topics({"bootstrap_servers": self.bootstrap}, names, partitions=partitions)
 

@@ -11,10 +11,10 @@ import logging
 from huggingface_hub import InferenceClient
 from huggingface_hub.utils import get_session
 
-from ..domain import Generation, GenerationParams
-from ..errors import AdapterMismatch
-from ..prompt import STOP_SEQUENCES, Prompt, clean_completion, messages
-from .model_client import PROBE, RemoteGenerator
+from ...domain import Generation, GenerationParams
+from ...errors import AdapterMismatch
+from ...prompt import STOP_SEQUENCES, Prompt, clean_completion, messages
+from .client import PROBE, RemoteGenerator
 
 log = logging.getLogger(__name__)
 

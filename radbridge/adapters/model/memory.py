@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-from ..domain import Generation, GenerationParams, ModelInfo
-from ..prompt import Prompt
+from ...domain import Generation, GenerationParams, ModelInfo
+from ...prompt import Prompt
 
 _CANNED = (
     "No acute cardiopulmonary abnormality.",
