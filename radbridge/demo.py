@@ -29,13 +29,12 @@ class Sample:
 def _findings(data: bytes) -> str | None:
     from .domain import Report
     from .errors import RadbridgeError
-    from .reading import read_message, split_payload
+    from .reading import read_payload
 
     try:
-        for message in split_payload(data):
-            for item in read_message(message):
-                if isinstance(item, Report) and item.findings:
-                    return item.findings
+        for item in read_payload(data)[1]:
+            if isinstance(item, Report) and item.findings:
+                return item.findings
     except RadbridgeError:
         return None
     return None

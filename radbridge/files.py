@@ -19,7 +19,7 @@ def envelopes_from_files(paths: Iterable[Path]) -> Iterator[Envelope | tuple[str
     for path in paths:
         data = path.read_bytes()
         try:
-            messages = split_payload(data)
+            messages = split_payload(data).messages
         except PermanentError as exc:
             yield str(path), exc
             continue

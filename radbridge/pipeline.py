@@ -17,7 +17,7 @@ from .domain import CLOSED_STATUSES, Draft, GenerationParams, Report, SkipReason
 from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError
 from .ports import ExampleSource, Generator
 from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion, settle
-from .reading import detect_format, read_message, split_payload
+from .reading import read_message, split_payload
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,11 @@ class Drafter:
     def _read(self, envelope: Envelope) -> _Pending:
         pending = _Pending(envelope)
         try:
-            pending.format = detect_format(envelope.data)
-            for i, message in enumerate(split_payload(envelope.data)):
+            payload = split_payload(envelope.data)
+            pending.format = payload.format
+            for i, message in enumerate(payload.messages):
                 location = envelope.location if i == 0 else f"{envelope.location or ''}#{i}"
-                for item in read_message(message, location=location, received_at=envelope.received_at):
+                for item in read_message(message, payload.format, location=location, received_at=envelope.received_at):
                     if item.source.message_id and item.source.message_id not in pending.message_ids:
                         pending.message_ids.append(item.source.message_id)
                     if isinstance(item, Skipped):

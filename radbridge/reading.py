@@ -1,26 +1,24 @@
 """Detect the format of an incoming payload and hand it to the right reader.
 
 A payload is whatever one Kafka record or one file holds: an HL7 v2 message (possibly MLLP-framed, possibly
-several in a batch file) or one FHIR JSON document. The format is detected per payload, so HL7 v2 and FHIR
-may share a topic.
+several in a batch file) or one FHIR JSON document. The format is detected once per payload, so HL7 v2 and
+FHIR may share a topic.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from .domain import Report, Skipped, SourceFormat
 from .errors import MalformedMessage
-
-_BOM = b"\xef\xbb\xbf"
-_MLLP_START = b"\x0b"
+from .formats.fhir.reader import read_fhir
+from .formats.framing import unframe
+from .formats.hl7v2.reader import read_hl7v2, split_hl7_stream
 
 
 def detect_format(data: bytes) -> SourceFormat:
-    head = data.lstrip()
-    if head.startswith(_BOM):
-        head = head[len(_BOM) :].lstrip()
-    head = head.lstrip(_MLLP_START)
+    head = unframe(data[:4096])  # a frame or BOM sits at the start: no need to look at the whole payload
     if head.startswith((b"{", b"[")):
         return "fhir"
     if head[:3] in (b"MSH", b"FHS", b"BHS"):
@@ -28,21 +26,41 @@ def detect_format(data: bytes) -> SourceFormat:
     raise MalformedMessage("payload is neither an HL7 v2 message (no MSH) nor FHIR JSON", where="byte 0")
 
 
-def split_payload(data: bytes) -> list[bytes]:
-    """One payload -> the messages in it (several only for HL7 v2 batch files or MLLP streams)."""
-    if detect_format(data) == "hl7v2":
-        from .formats.hl7v2.reader import split_hl7_stream
-
-        return split_hl7_stream(data)
-    return [data]
+@dataclass(frozen=True)
+class Payload:
+    format: SourceFormat
+    messages: list[bytes]  # several only for HL7 v2 batch files or MLLP streams
 
 
-def read_message(data: bytes, *, location: str | None = None, received_at: datetime | None = None) -> list[Report | Skipped]:
-    """One message -> its reports (to draft) and skips (with reasons). Raises MalformedMessage."""
-    if detect_format(data) == "hl7v2":
-        from .formats.hl7v2.reader import read_hl7v2
+def split_payload(data: bytes) -> Payload:
+    """One payload -> its format and the messages in it. Raises MalformedMessage."""
+    fmt = detect_format(data)
+    return Payload(fmt, split_hl7_stream(data) if fmt == "hl7v2" else [data])
 
+
+def read_message(
+    data: bytes,
+    fmt: SourceFormat | None = None,
+    *,
+    location: str | None = None,
+    received_at: datetime | None = None,
+) -> list[Report | Skipped]:
+    """One message -> its reports (to draft) and skips (with reasons). Raises MalformedMessage.
+
+    ``fmt`` is the payload's format when the caller already detected it (``split_payload``).
+    """
+    if (fmt or detect_format(data)) == "hl7v2":
         return read_hl7v2(data, location=location, received_at=received_at)
-    from .formats.fhir.reader import read_fhir
-
     return read_fhir(data, location=location, received_at=received_at)
+
+
+def read_payload(
+    data: bytes, *, location: str | None = None, received_at: datetime | None = None
+) -> tuple[SourceFormat, list[Report | Skipped]]:
+    """Every report and skip of a payload, in order; message i > 0 of a batch is located as ``location#i``."""
+    payload = split_payload(data)
+    items: list[Report | Skipped] = []
+    for i, message in enumerate(payload.messages):
+        where = location if i == 0 else f"{location or ''}#{i}"
+        items += read_message(message, payload.format, location=where, received_at=received_at)
+    return payload.format, items

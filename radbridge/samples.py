@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from .formats.hl7v2.er7 import escape
+
 OPENI_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "openi"
 
 
@@ -26,11 +28,6 @@ def openi_reports(split: str | None = None, folder: Path = OPENI_DIR) -> list[di
     return rows
 
 
-def _hl7_escape(text: str) -> str:
-    out = text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("&", "\\T\\")
-    return out.replace("~", "\\R\\").replace("\r\n", "\\.br\\").replace("\n", "\\.br\\").replace("\r", "\\.br\\")
-
-
 def to_hl7v2(report: dict, *, status: str = "P", with_impression: bool = True) -> bytes:
     """An ORU^R01 v2.5.1 for one OpenI report: findings and impression as LOINC-coded TX OBX lines."""
     uid = report["uid"]
@@ -41,7 +38,7 @@ def to_hl7v2(report: dict, *, status: str = "P", with_impression: bool = True) -
     obx = []
     for code, name, text in sections:
         if text:
-            obx.append(f"OBX|{len(obx) + 1}|TX|{code}^{name}^LN||{_hl7_escape(text)}||||||{status}")
+            obx.append(f"OBX|{len(obx) + 1}|TX|{code}^{name}^LN||{escape(text)}||||||{status}")
     obr = [""] * 26
     obr[1], obr[2], obr[3] = "1", f"ORD{uid}", f"ACC{uid}"
     obr[4], obr[7], obr[18] = "71046^XR Chest 2 views^CPT", "20240101110000", f"ACC{uid}"

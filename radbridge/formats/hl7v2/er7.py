@@ -19,10 +19,7 @@ import hl7apy
 from hl7apy.exceptions import InvalidEncodingChars
 
 from ...errors import MalformedMessage
-
-BOM = b"\xef\xbb\xbf"
-MLLP_START = b"\x0b"
-MLLP_END = b"\x1c"
+from ..framing import mllp_blocks, strip_bom
 
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
 _LINE = re.compile(rb"[^\r\n]+")
@@ -33,26 +30,6 @@ _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
 # Framing: one payload -> messages
 
 
-def _strip_bom(chunk: bytes) -> bytes:
-    chunk = chunk.lstrip(b" \t\r\n")
-    while chunk.startswith(BOM):
-        chunk = chunk[len(BOM) :].lstrip(b" \t\r\n")
-    return chunk
-
-
-def _mllp_blocks(data: bytes) -> list[bytes]:
-    """The contents of MLLP frames (\\x0b ... \\x1c\\r); text outside frames is kept as its own block."""
-    if MLLP_START not in data:
-        return [data]
-    blocks: list[bytes] = []
-    for piece in data.split(MLLP_START):
-        content, _, rest = piece.partition(MLLP_END)
-        blocks.append(content)
-        if rest.strip(b"\r\n\t "):  # bytes after an end-of-frame that belong to no frame: do not lose them
-            blocks.append(rest)
-    return blocks
-
-
 def split_stream(data: bytes) -> list[bytes]:
     """Split a payload (file, MLLP stream, FHS/BHS batch) into the bytes of each message.
 
@@ -61,12 +38,12 @@ def split_stream(data: bytes) -> list[bytes]:
     loudly instead of the bytes vanishing.
     """
     messages: list[bytes] = []
-    for block in _mllp_blocks(data):
-        block = _strip_bom(block)
+    for block in mllp_blocks(data):
+        block = strip_bom(block)
         start = end = None
         for m in _LINE.finditer(block):
             line = m.group()
-            stripped = _strip_bom(line)
+            stripped = strip_bom(line)
             head, sep = stripped[:3], stripped[3:4]
             is_header = sep and not sep.isalnum() and sep not in b" \t"
             if head == b"MSH" and is_header or head in _BATCH_SEGMENTS and is_header:
@@ -250,12 +227,18 @@ def _decode_escape(seq: str, delims: Delimiters, charset: str) -> str | None:
 
 
 def escape(text: str, delims: Delimiters = DEFAULT_DELIMITERS) -> str:
-    """Text -> an ER7 text value: delimiters escaped, line breaks as ``\\.br\\`` (the inverse of unescape)."""
+    """Text -> an ER7 text value: delimiters escaped, line breaks as ``\\.br\\``, other control characters as
+    ``\\Xhh\\`` (the inverse of unescape). The one ER7 escaper: the writer and the sample messages use it."""
     e = delims.escape
     out = text.replace(e, f"{e}E{e}")
     for char, code in ((delims.field, "F"), (delims.component, "S"), (delims.subcomponent, "T"), (delims.repetition, "R")):
         out = out.replace(char, f"{e}{code}{e}")
-    return out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{e}.br{e}")
+    out = out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{e}.br{e}")
+    # Other control characters (e.g. MLLP framing bytes) never go raw inside a message: hex escapes.
+    return _CONTROL.sub(lambda m: f"{e}X{ord(m.group()):02X}{e}", out)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")
 
 
 # ---------------------------------------------------------------------------------------------------------

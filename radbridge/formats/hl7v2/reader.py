@@ -28,11 +28,9 @@ from ..attachments import UnreadableAttachment, read_attachment
 from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ...errors import MalformedMessage
 from ...sections import split_sections
+from ..framing import unframe
 from . import codes
 from .er7 import (
-    BOM,
-    MLLP_END,
-    MLLP_START,
     Delimiters,
     Segment,
     first_version_defining,
@@ -116,7 +114,7 @@ def _decode(data: bytes) -> tuple[str, str, list[str]]:
     bytes decide (UTF-8 when they are valid UTF-8, else Windows-1252), and the reader says so. A wrong or
     missing MSH-18 is common, so it never makes a message unreadable.
     """
-    body = data.removeprefix(BOM)
+    body = data  # already unframed: no BOM
     declared = _declared_charset(body)
     codec = codes.CHARSETS.get(declared)
     if codec:
@@ -141,18 +139,9 @@ def _decode(data: bytes) -> tuple[str, str, list[str]]:
     return text, used, notes
 
 
-def _unframe(data: bytes) -> bytes:
-    body = data.strip()
-    if body.startswith(BOM):
-        body = body[len(BOM) :].lstrip()
-    if body.startswith(MLLP_START):
-        body = body[1:].split(MLLP_END, 1)[0]
-    return body
-
-
 def parse(data: bytes) -> Message:
     """Tokenise one message and group its segments. Raises MalformedMessage."""
-    text, charset, charset_notes = _decode(_unframe(data))
+    text, charset, charset_notes = _decode(unframe(data))
     text = text.strip().lstrip("\ufeff")
     if not text:
         raise MalformedMessage("empty message", where="segment 1")

@@ -24,6 +24,7 @@ from typing import Literal
 from ...domain import Coding, Draft, Identifier
 from ...ids import device_id, message_control_id
 from .codes import CODING_SYSTEMS
+from .er7 import escape
 
 VERSION = "2.5.1"
 IMPRESSION_CODE = "19005-8^Impression^LN"
@@ -79,31 +80,6 @@ def build_oru(
     nte = ["NTE", "1", "O", escape(how)]
     segments = [msh, pid, orc, obr, obx, nte]
     return ("\r".join("|".join(s).rstrip("|") for s in segments) + "\r").encode("utf-8")
-
-
-def escape(text: str) -> str:
-    """Escape a text value for ER7 with the default delimiters; line breaks become ``\\.br\\``."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    out: list[str] = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\E\\")
-        elif ch == "|":
-            out.append("\\F\\")
-        elif ch == "^":
-            out.append("\\S\\")
-        elif ch == "&":
-            out.append("\\T\\")
-        elif ch == "~":
-            out.append("\\R\\")
-        elif ch == "\n":
-            out.append("\\.br\\")
-        elif ord(ch) < 0x20 and ch != "\t":
-            # e.g. MLLP framing bytes: never raw inside a message
-            out.append(f"\\X{ord(ch):02X}\\")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _text_value(text: str, value_type: str) -> str:
