@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
 
 from .labeler import abnormal
+from .textclean import CleanRules, clean_text, truncate_words
 
 ChatFormat = Literal["chatml", "llama2", "plain"]
 
@@ -47,6 +48,11 @@ class PromptTemplate:
     # Show each example's similarity to the report: near-duplicate findings (one radiologist's template) are
     # common and their impression is the one to follow; a weak match is only a hint at the style.
     show_similarity: bool = False
+    # How the report's own findings are shaped (``findings_text``): cut to this many words, and the textclean
+    # rules. Training applies them to every report, so serving and evaluation must too.
+    findings_words: int | None = None
+    drop_xxxx: bool = False
+    drop_prior_sentences: bool = False
     # Wording policy, not prompt text: when the draft names no abnormal observation and neither does the most
     # similar example, the draft is that example's impression, verbatim (``settle``). The model decides whether
     # anything is abnormal; a normal study then reads the way this department's radiologists word one.
@@ -65,9 +71,19 @@ class PromptTemplate:
             flags += f"+exwords{self.example_findings_words}"
         if self.show_similarity:
             flags += "+sim"
+        if self.findings_words:
+            flags += f"+fwords{self.findings_words}"
+        if self.drop_xxxx:
+            flags += "+dropxxxx"
+        if self.drop_prior_sentences:
+            flags += "+dropprior"
         if self.copy_normal:
             flags += "+copynormal"
         return f"{self.name}-v{self.version}{flags}"
+
+    @property
+    def rules(self) -> CleanRules:
+        return CleanRules(self.drop_xxxx, self.drop_prior_sentences)
 
     @classmethod
     def from_id(cls, template_id: str) -> "PromptTemplate":
@@ -75,18 +91,29 @@ class PromptTemplate:
         m = re.fullmatch(r"(?P<name>[a-z0-9_]+)-v(?P<version>\d+)(?P<flags>(\+[a-z]+\d*)*)", template_id)
         if not m or m["name"] != "paper":
             raise ValueError(f"unknown prompt template id: {template_id!r}")
-        flags = m["flags"]
-        ex = re.search(r"\+examples(\d+)", flags)
-        exw = re.search(r"\+exwords(\d+)", flags)
+        flags = re.findall(r"\+([a-z]+)(\d*)", m["flags"])
+        unknown = [name + n for name, n in flags if (name, bool(n)) not in _FLAGS]
+        if unknown:
+            # a misspelt flag silently ignored would build other prompts than the id claims
+            raise ValueError(f"unknown flag(s) {', '.join('+' + u for u in unknown)} in prompt template id {template_id!r}")
+        named = {name: int(n) if n else True for name, n in flags}
         return cls(
             version=int(m["version"]),
-            include_indication="+indication" in flags,
-            include_comparison="+comparison" in flags,
-            n_examples=int(ex.group(1)) if ex else 0,
-            example_findings_words=int(exw.group(1)) if exw else None,
-            show_similarity="+sim" in flags,
-            copy_normal="+copynormal" in flags,
+            include_indication="indication" in named,
+            include_comparison="comparison" in named,
+            n_examples=named.get("examples", 0),
+            example_findings_words=named.get("exwords"),
+            show_similarity="sim" in named,
+            findings_words=named.get("fwords"),
+            drop_xxxx="dropxxxx" in named,
+            drop_prior_sentences="dropprior" in named,
+            copy_normal="copynormal" in named,
         )
+
+
+# (flag, takes a number)
+_FLAGS = {("indication", False), ("comparison", False), ("examples", True), ("exwords", True), ("sim", False),
+          ("fwords", True), ("dropxxxx", False), ("dropprior", False), ("copynormal", False)}
 
 
 DEFAULT_TEMPLATE = PromptTemplate()
@@ -104,6 +131,16 @@ def _clean_field(text: str | None) -> str:
     # One line per field; a line that ends without punctuation (one OBX line each) still ends a sentence.
     text = re.sub(r"(?<=[A-Za-z0-9)%])[ \t]*\n\s*", ". ", (text or "").strip())
     return re.sub(r"\s+", " ", text).strip()
+
+
+def findings_text(template: PromptTemplate, findings: str | None) -> str:
+    """The report's findings as the prompt shows them: the one place training, serving and evaluation shape them.
+
+    Line breaks first become sentence ends (an HL7 OBX line each), then the template's clean rules apply per
+    sentence, then the words cut. On single-line text (OpenI) this is exactly what training did before the
+    rules moved into the template: ``truncate_words(clean_text(findings, rules), n)``.
+    """
+    return truncate_words(clean_text(_clean_field(findings), template.rules), template.findings_words)
 
 
 def build(
@@ -130,7 +167,7 @@ def build(
         body.append(f"Indication: {_clean_field(indication)}")
     if template.include_comparison and _clean_field(comparison):
         body.append(f"Comparison: {_clean_field(comparison)}")
-    body.append(f"Findings: {_clean_field(findings)}")
+    body.append(f"Findings: {findings_text(template, findings)}")
     parts.append("\n".join(body))
     return Prompt(system=SYSTEM, user="\n\n".join(parts), template_id=template.id, examples=shown)
 

@@ -3,8 +3,9 @@
     python -m training.ship --run runs/best --results valid=runs/results/best.json valid_first50=runs/results/best_50.json \
         [--template ID]
 
-``--template`` serves the adapter with a template other than the one it was trained with; only the wording policy
-(``+copynormal``) may differ, because it changes what is done with a completion, not the prompt text.
+The manifest records the full template id the adapter was trained with (findings settings folded in, e.g.
+``+fwords60``). ``--template`` serves it with another one; only the wording policy (``+copynormal``) may differ,
+because it changes what is done with a completion, not the prompt text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from radbridge.adapters.model.local import BASE_MODEL_ID, GGUF_FILE, file_sha256, smollm2_folder
 
 from .data import REPO
+from .train import TrainConfig
 
 METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "clinical_f1", "laterality_errors", "n", "mean_draft_words",
                "mean_reference_words")
@@ -82,7 +84,8 @@ def serving_template(trained: str, requested: str | None) -> str:
 def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model", template: str | None = None) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     cfg = summary["config"]
-    template_id = serving_template(cfg["template_id"], template)
+    # The full id, findings settings folded in: serving builds exactly the prompts the adapter was trained on.
+    template_id = serving_template(TrainConfig.from_dict(cfg).template.id, template)
     adapter = run_dir / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
     write_full_depth(adapter, dest)

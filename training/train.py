@@ -15,12 +15,12 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
 from radbridge import prompt as P
-from radbridge.textclean import CleanRules, clean_text, truncate_words
+from radbridge.textclean import CleanRules, clean_text
 
 from .data import REPO, load_split, read_jsonl
 
@@ -35,9 +35,11 @@ class TrainConfig:
     # prompt and text
     template_id: str = "paper-v1"
     chat_format: str = "chatml"
+    # These three shape the findings in the prompt; ``template`` folds them into the template id, so serving
+    # and evaluation build the same text (they stay here so existing configs and checkpoints still load).
     drop_xxxx: bool = False
     drop_prior_sentences: bool = False
-    max_findings_words: int = 80  # long findings are cut: sequence length is what CPU time is spent on
+    max_findings_words: int | None = 80  # long findings are cut: sequence length is what CPU time is spent on
     max_target_tokens: int = 64
     # LoRA (Radiology-Llama2)
     lora_r: int = 8
@@ -69,27 +71,41 @@ class TrainConfig:
 
     @property
     def rules(self) -> CleanRules:
-        return CleanRules(self.drop_xxxx, self.drop_prior_sentences)
+        return self.template.rules
 
     @property
     def template(self) -> P.PromptTemplate:
-        return P.PromptTemplate.from_id(self.template_id)
+        """``template_id`` with the findings settings folded in: the template serving must use for this adapter."""
+        named = P.PromptTemplate.from_id(self.template_id)
+        folded = replace(named, findings_words=self.max_findings_words, drop_xxxx=self.drop_xxxx,
+                         drop_prior_sentences=self.drop_prior_sentences)
+        for key in ("findings_words", "drop_xxxx", "drop_prior_sentences"):
+            said = getattr(named, key)
+            if said and said != getattr(folded, key):
+                raise ValueError(f"template_id {self.template_id} says {key}={said}, the config says {getattr(folded, key)}")
+        return folded
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> "TrainConfig":
         data = json.loads(Path(path).read_text()) if path else {}
-        data.pop("_comment", None)
-        known = {f.name for f in fields(cls)}
         for item in overrides:
             key, _, value = item.partition("=")
             try:
                 data[key] = json.loads(value)
             except json.JSONDecodeError:
                 data[key] = value
-        unknown = set(data) - known
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """A config file's or a run summary's ``config``; unknown keys are refused."""
+        data = {k: v for k, v in data.items() if k != "_comment"}
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        return cls(**data)
+        cfg = cls(**data)
+        cfg.template  # a template id that contradicts the findings settings fails here, not mid-run
+        return cfg
 
 
 def base_model_path() -> Path:
@@ -106,26 +122,32 @@ def load_records(cfg: TrainConfig) -> list[dict]:
     return records[: cfg.limit] if cfg.limit else records
 
 
+def example_shots(cfg: TrainConfig, records: list[dict]) -> list[list[P.Example]]:
+    """Retrieved examples per report (the template's count; none if it shows none)."""
+    template = cfg.template
+    if not template.n_examples:
+        return [[] for _ in records]
+    from radbridge.retrieval import Retriever
+
+    retriever = Retriever(records, template.rules)
+    # A report must not be shown its own impression as an example.
+    return retriever.examples([r["findings"] for r in records], template.n_examples, exclude=list(range(len(records))))
+
+
+def prompt_text(cfg: TrainConfig, record: dict, examples: Sequence[P.Example] = ()) -> str:
+    """The exact prompt string one report is trained on (the text serving sends for it, from radbridge.prompt)."""
+    prompt = P.build(cfg.template, record["findings"], indication=record.get("indication"),
+                     comparison=record.get("comparison"), examples=examples)
+    return P.render(prompt, cfg.chat_format)
+
+
 def build_examples(cfg: TrainConfig, records: list[dict], tokenizer) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per report; labels are -100 on the prompt so only the impression is learned."""
-    template, rules = cfg.template, cfg.rules
-    shots: list[list[P.Example]] = [[] for _ in records]
-    if template.n_examples:
-        from radbridge.retrieval import Retriever
-
-        retriever = Retriever(records, rules)
-        # A report must not be shown its own impression as an example.
-        shots = retriever.examples(
-            [r["findings"] for r in records],
-            template.n_examples,
-            exclude=list(range(len(records))),
-        )
+    rules = cfg.rules
     out = []
     eot = P.end_of_turn(cfg.chat_format)
-    for r, ex in zip(records, shots):
-        findings = truncate_words(clean_text(r["findings"], rules), cfg.max_findings_words)
-        prompt = P.build(template, findings, indication=r.get("indication"), comparison=r.get("comparison"), examples=ex)
-        ids_in = tokenizer(P.render(prompt, cfg.chat_format), add_special_tokens=False)["input_ids"]
+    for r, ex in zip(records, example_shots(cfg, records)):
+        ids_in = tokenizer(prompt_text(cfg, r, ex), add_special_tokens=False)["input_ids"]
         target = clean_text(r["impression"], rules)
         ids_out = tokenizer(target, add_special_tokens=False)["input_ids"][: cfg.max_target_tokens]
         ids_out += tokenizer(eot, add_special_tokens=False)["input_ids"]
@@ -409,6 +431,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "mean_sequence_tokens": round(sum(lengths) / len(lengths), 1),
         "final_loss": rec["loss"] if step and "rec" in locals() else None,
         "config": asdict(cfg),
+        "prompt_template": cfg.template.id,
         "clean_rules": cfg.rules.id,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -111,3 +111,30 @@ def test_ship_serves_only_templates_that_build_the_trained_prompt():
     assert serving_template(trained, trained + "+copynormal") == trained + "+copynormal"
     with pytest.raises(ValueError, match="other prompts"):
         serving_template(trained, "paper-v1+examples3+exwords20+sim")
+
+
+def test_findings_settings_are_part_of_the_template_id():
+    t = PromptTemplate(n_examples=2, example_findings_words=20, show_similarity=True, findings_words=60,
+                       drop_xxxx=True, drop_prior_sentences=True, copy_normal=True)
+    assert t.id == "paper-v1+examples2+exwords20+sim+fwords60+dropxxxx+dropprior+copynormal"
+    assert PromptTemplate.from_id(t.id) == t
+
+
+@pytest.mark.parametrize("bad", ["paper-v1+fwords", "paper-v1+examples", "paper-v1+sim2", "paper-v1+copynormals"])
+def test_unknown_or_malformed_flags_are_refused(bad):
+    with pytest.raises(ValueError):
+        PromptTemplate.from_id(bad)
+
+
+def test_findings_are_cleaned_then_cut_in_the_prompt():
+    long = "Heart size normal.There is no effusion. " + " ".join(f"w{i}" for i in range(80)) + "."
+    t = PromptTemplate(findings_words=10)
+    shown = prompt.build(t, long).user.split("Findings: ")[1]
+    assert shown == "Heart size normal. There is no effusion. w0 w1 w2"  # "normal.There" is two words
+    assert prompt.build(PromptTemplate(), long).user.endswith("w79.")  # no cut unless the template says so
+
+
+def test_clean_rules_of_the_template_apply_after_line_breaks_become_sentence_ends():
+    t = PromptTemplate(drop_xxxx=True, drop_prior_sentences=True)
+    findings = "Heart XXXX normal\nStable compared to prior\nNo effusion"
+    assert prompt.build(t, findings).user.endswith("Findings: Heart normal. No effusion")
