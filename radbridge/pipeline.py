@@ -17,6 +17,8 @@ from .domain import CLOSED_STATUSES, Draft, GenerationParams, Report, SkipReason
 from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError
 from .ports import ExampleSource, Generator
 from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion, settle
+from .formats.fhir.writer import build_bundle
+from .formats.hl7v2.writer import build_oru
 from .reading import read_message, split_payload
 
 log = logging.getLogger(__name__)
@@ -222,13 +224,9 @@ class Drafter:
         bundle = None
         oru: tuple[bytes, ...] = ()
         if drafts:
-            from .formats.fhir.writer import build_bundle
-
             recorded = self._recorded(p)
             bundle = build_bundle(drafts, status=self.output_status, recorded=recorded)
             if self.emit_oru:
-                from .formats.hl7v2.writer import build_oru
-
                 oru = tuple(build_oru(d, recorded=recorded) for d in drafts)
         return Outcome(
             p.envelope,
