@@ -1,10 +1,6 @@
-"""`python -m radbridge.service`: the same as `radbridge serve`, settings from RADBRIDGE_* only."""
+"""`python -m radbridge.service`: the same command as `radbridge serve` (one entrypoint, settings read once)."""
 
-from ..logs import configure
-from ..settings import Settings
-from .runner import serve
+from ..cli import app
 
 if __name__ == "__main__":
-    settings = Settings()
-    configure(settings.log_level)
-    serve(settings)
+    app(["serve"], prog_name="radbridge")
