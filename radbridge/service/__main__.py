@@ -1,6 +1,8 @@
-"""`python -m radbridge.service`: the same command as `radbridge serve` (one entrypoint, settings read once)."""
+"""`python -m radbridge.service [OPTIONS]`: the same command as `radbridge serve` (one entrypoint)."""
+
+import sys
 
 from ..cli import app
 
 if __name__ == "__main__":
-    app(["serve"], prog_name="radbridge")
+    app(["serve", *sys.argv[1:]], prog_name="radbridge serve")
