@@ -5,4 +5,4 @@ import sys
 from ..cli import app
 
 if __name__ == "__main__":
-    app(["serve", *sys.argv[1:]], prog_name="radbridge serve")
+    app(["serve", *sys.argv[1:]], prog_name="radbridge")
