@@ -146,3 +146,6 @@ class Draft:
     params: GenerationParams
     finish_reason: str | None = None
     extra: dict = field(default_factory=dict)
+    # What the model wrote (cleaned), when a wording policy replaced it with an example's impression: evaluation
+    # scores the model alone too. Not written to any output.
+    model_text: str | None = None

@@ -151,36 +151,47 @@ class Drafter:
         )
 
     # -- drafting ----------------------------------------------------------------------------------------
-    def _generate(self, pending: list[_Pending]) -> None:
-        reports = [r for p in pending for r in p.reports]
+    def draft_reports(self, reports: Sequence[Report]) -> list[Draft]:
+        """One draft per report, in order, generated in one batch: prompt, generate, clean, settle.
+
+        The one drafting path (messages and ``radbridge eval`` alike). An empty completion gives a draft with
+        an empty impression; the caller decides what that means.
+        """
         if not reports:
-            return
+            return []
         prompts = [self.prompt_for(r) for r in reports]
         generations = self.generator.generate(prompts, self.params)
         if len(generations) != len(prompts):
             raise RadbridgeError(f"generator returned {len(generations)} results for {len(prompts)} prompts")
-        it = iter(zip(prompts, generations))
+        drafts = []
+        for report, prompt, gen in zip(reports, prompts, generations):
+            completion = clean_completion(gen.text)
+            text, source = settle(self.template, prompt, completion)
+            drafts.append(
+                Draft(
+                    report=report,
+                    impression=text,
+                    prompt_version=prompt.template_id,
+                    model=self.generator.info,
+                    params=self.params,
+                    finish_reason=gen.finish_reason,
+                    extra={} if source is None else {"wording": "nearest-example", "example_similarity": source.similarity,
+                                                     "example_ref": source.ref},
+                    model_text=None if source is None else completion,
+                )
+            )
+        return drafts
+
+    def _generate(self, pending: list[_Pending]) -> None:
+        drafts = iter(self.draft_reports([r for p in pending for r in p.reports]))
         for p in pending:
             p.drafts = []
-            for report in p.reports:
-                prompt, gen = next(it)
-                text = clean_completion(gen.text)
-                if not text:
+            for _ in p.reports:
+                d = next(drafts)
+                if not d.impression:
                     p.error = PermanentError("the model produced an empty impression")
                     continue
-                text, source = settle(self.template, prompt, text)
-                p.drafts.append(
-                    Draft(
-                        report=report,
-                        impression=text,
-                        prompt_version=prompt.template_id,
-                        model=self.generator.info,
-                        params=self.params,
-                        finish_reason=gen.finish_reason,
-                        extra={} if source is None else {"wording": "nearest-example", "example_similarity": source.similarity,
-                                                         "example_ref": source.ref},
-                    )
-                )
+                p.drafts.append(d)
 
     def process(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         """Draft a batch. Retryable errors (model or store down) propagate for the whole batch.

@@ -203,13 +203,23 @@ STOP_SEQUENCES: dict[str, tuple[str, ...]] = {
 }
 
 
-def clean_completion(text: str, stops: Iterable[str] = ("<|im_end|>", "<|im_start|>", "</s>", "[INST]")) -> str:
-    """The impression out of a raw completion: cut at stop markers, drop a leading 'Impression:' label."""
+# Every chat format's end markers; plain's blank line is not one here (only its own generator cuts there).
+ALL_STOPS: tuple[str, ...] = tuple(dict.fromkeys(s for stops in STOP_SEQUENCES.values() for s in stops if s.strip()))
+
+
+def cut_at_stops(text: str, stops: Iterable[str]) -> str:
+    """A completion up to its first stop marker: all a generator does to what the model wrote."""
     for stop in stops:
         idx = text.find(stop)
         if idx >= 0:
             text = text[:idx]
-    text = re.sub(r"^\s*(impression|conclusion)\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
+    return text
+
+
+def clean_completion(text: str, stops: Iterable[str] = ALL_STOPS) -> str:
+    """The impression out of a completion: cut at stop markers, drop a leading 'Impression:' label (the core
+    calls this once per generation; generators only cut at their own stops)."""
+    text = re.sub(r"^\s*(impression|conclusion)\s*:\s*", "", cut_at_stops(text, stops).strip(), flags=re.IGNORECASE)
     return re.sub(r"[ \t]+", " ", text).strip()
 
 

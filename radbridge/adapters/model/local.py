@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 
 from ...domain import Generation, GenerationParams, ModelInfo
 from ...errors import ConfigurationError
-from ...prompt import STOP_SEQUENCES, ChatFormat, Prompt, clean_completion, render
+from ...prompt import STOP_SEQUENCES, ChatFormat, Prompt, cut_at_stops, render
 
 log = logging.getLogger(__name__)
 
@@ -490,6 +490,6 @@ class LocalGenerator:
         ]
         results = self.model.generate(rows, Sampling.from_params(params))
         return [
-            Generation(text=clean_completion(r.text, stops), finish_reason=r.finish_reason, generated_tokens=len(r.tokens))
+            Generation(text=cut_at_stops(r.text, stops), finish_reason=r.finish_reason, generated_tokens=len(r.tokens))
             for r in results
         ]
