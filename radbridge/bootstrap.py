@@ -13,6 +13,7 @@ from .errors import ConfigurationError
 from .pipeline import Drafter, Mode
 from .ports import ExampleSource, FhirStore, Generator
 from .prompt import DEFAULT_TEMPLATE, PromptTemplate
+from .retry import RetryingGenerator, RetryPolicy
 from .settings import SHIPPED_MODEL_DIR, Settings
 
 
@@ -32,7 +33,16 @@ def _local_adapter(settings: Settings) -> Path | None:
     return SHIPPED_MODEL_DIR if (SHIPPED_MODEL_DIR / "adapter_config.json").is_file() else None
 
 
-def build_generator(settings: Settings) -> Generator:
+def build_generator(settings: Settings, *, retry: RetryPolicy | None = None) -> Generator:
+    """The configured backend, trying each call once; ``retry`` (CLI commands) wraps it in bounded retries.
+
+    The service passes none: its loop is the one that backs off, with partitions paused and polling on.
+    """
+    generator = _backend(settings)
+    return RetryingGenerator(generator, retry) if retry is not None else generator
+
+
+def _backend(settings: Settings) -> Generator:
     if settings.backend == "instant":
         from .adapters.model.memory import InstantGenerator
 
@@ -47,14 +57,7 @@ def build_generator(settings: Settings) -> Generator:
         return LocalGenerator(adapter, batch_size=settings.local_batch_size)
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
-    from .adapters.model.client import RetryPolicy
-
-    remote = dict(
-        adapter=settings.adapter,
-        timeout=settings.request_timeout_s,
-        concurrency=settings.batch_size,
-        retry=RetryPolicy(attempts=settings.max_retries + 1),
-    )
+    remote = dict(adapter=settings.adapter, timeout=settings.request_timeout_s, concurrency=settings.batch_size)
     if settings.backend == "tgi":
         from .adapters.model.tgi import TgiGenerator
 

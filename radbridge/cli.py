@@ -35,12 +35,14 @@ def draft(
     oru: bool = typer.Option(False, "--oru", help="also print an HL7 v2 ORU^R01 per draft"),
 ) -> None:
     """Print, per input message, the output Bundle (or a skip/error record) as one JSON line."""
-    from .bootstrap import build_drafter
+    from .bootstrap import build_drafter, build_generator
     from .files import draft_files
+    from .retry import RetryPolicy
 
     settings = _settings(backend=backend, adapter=adapter, model_url=url, mode=mode, emit_oru=oru or None)
     _configure_logging(settings.log_level)
-    ok = draft_files(build_drafter(settings), files, out=sys.stdout)
+    generator = build_generator(settings, retry=RetryPolicy.from_settings(settings))
+    ok = draft_files(build_drafter(settings, generator), files, out=sys.stdout)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -53,9 +55,11 @@ def check(
     """Check the configured model backend can serve (reachable, adapter really loaded); exit 1 if not."""
     from .bootstrap import build_generator
     from .errors import RadbridgeError
+    from .retry import RetryPolicy
 
     settings = _settings(backend=backend, adapter=adapter, model_url=url)
-    generator = build_generator(settings)
+    _configure_logging(settings.log_level)
+    generator = build_generator(settings, retry=RetryPolicy.from_settings(settings))
     try:
         generator.check()
     except RadbridgeError as exc:

@@ -1,24 +1,25 @@
-"""Exponential backoff with a cap, for dependencies that are down (model server, FHIR server, Kafka output)."""
+"""Where the service loop stands in the retry policy's delays while a dependency is down."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 
+from ..retry import RetryPolicy
+
 
 @dataclass
 class Backoff:
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    factor: float = 2.0
-    jitter: float = 0.1  # +-10%: instances that lost the same dependency do not retry in lockstep
+    """The policy's next delay on each failure; ``reset`` once the dependency answers. Never gives up."""
+
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
     attempts: int = field(default=0, init=False)
     _rng: random.Random = field(default_factory=random.Random, init=False, repr=False)
 
     def next_delay(self) -> float:
-        base = min(self.max_s, self.initial_s * self.factor**self.attempts)
+        delay = self.policy.delay(self.attempts, self._rng)
         self.attempts += 1
-        return base * (1 + self.jitter * (2 * self._rng.random() - 1))
+        return delay
 
     def reset(self) -> None:
         self.attempts = 0

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from typing import Callable
 
 from ..errors import RetryableError
+from ..retry import RetryPolicy
 from ..settings import Settings
 from .backoff import Backoff
 from .http import OpsServer
@@ -55,7 +56,7 @@ def build_service(settings: Settings, bootstrap: str, *, drafter=None, fhir_stor
         fhir_store=fhir_store if fhir_store is not None else build_fhir_store(settings),
         batch_size=settings.batch_size,
         batch_wait_ms=settings.batch_wait_ms,
-        backoff=Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s),
+        backoff=Backoff(RetryPolicy.from_settings(settings, bounded=False)),
         metrics=ServiceMetrics(),
         health=Health(),
         oru_topic=settings.oru_topic,

@@ -10,7 +10,6 @@ import pytest
 
 from radbridge.adapters.kafka.broker import EmbeddedBroker, free_port
 from radbridge.adapters.model.tgi import TgiGenerator
-from radbridge.adapters.model.client import RetryPolicy
 from radbridge.domain import GenerationParams, sha256_of
 from radbridge.pipeline import Drafter
 
@@ -55,9 +54,8 @@ def test_model_server_stopped_mid_stream_then_restarted(tmp_path):
         with EmbeddedBroker() as broker:
             topics = new_topics(broker.bootstrap)
             settings = settings_for(broker.bootstrap, topics, batch_size=4, retry_initial_s=0.5, retry_max_s=2)
-            # the tgi backend built directly: one try per call, so the service loop (not the client) does the waiting
-            generator = TgiGenerator(f"http://127.0.0.1:{port}", timeout=120, concurrency=4,
-                                     retry=RetryPolicy(attempts=1))
+            # the tgi backend tries once per call: the service loop (not the client) does the waiting
+            generator = TgiGenerator(f"http://127.0.0.1:{port}", timeout=120, concurrency=4)
             drafter = Drafter(generator, params=GenerationParams(max_new_tokens=8))
             first, second = radiology_messages(2, seed="tgi-a"), radiology_messages(2, seed="tgi-b")
             with ThreadedService(settings, drafter=drafter) as svc:

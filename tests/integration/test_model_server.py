@@ -15,7 +15,6 @@ from huggingface_hub import InferenceClient
 from radbridge.adapters.model.local import BASE_MODEL_ID, LocalModel, RowRequest
 from radbridge.adapters.model.openai import OpenAIGenerator
 from radbridge.adapters.model.tgi import TgiGenerator
-from radbridge.adapters.model.client import RetryPolicy
 from radbridge.adapters.model.server import ServerConfig, create_app
 from tgi_contract import load_contract
 from radbridge.domain import GenerationParams
@@ -27,7 +26,6 @@ from server_helpers import Recorder, ThreadedServer, check_exchange, free_port, 
 
 pytestmark = pytest.mark.integration
 
-FAST = RetryPolicy(attempts=2, base_delay=0.05, jitter=False)
 PARAMS = GenerationParams(max_new_tokens=6)
 PROMPTS = [
     build(DEFAULT_TEMPLATE, "Heart size is normal. The lungs are clear. No pleural effusion."),
@@ -57,7 +55,7 @@ def every_exchange_follows_the_spec(server):
 
 
 def test_tgi_generator_matches_the_in_process_model(server):
-    gen = TgiGenerator(server.url, adapter="radiology", retry=FAST, concurrency=2)
+    gen = TgiGenerator(server.url, adapter="radiology", concurrency=2)
     out = gen.generate(PROMPTS, PARAMS)
     stops = STOP_SEQUENCES["chatml"]
     direct = server.model.generate([RowRequest(render(p), PARAMS.max_new_tokens, "radiology", stops) for p in PROMPTS])
@@ -95,44 +93,42 @@ def test_huggingface_client_streams_text_and_chat(server):
 
 
 def test_chat_endpoint_sees_the_same_prompt_as_the_raw_endpoint(server):
-    raw = TgiGenerator(server.url, adapter="radiology", retry=FAST).generate(PROMPTS[:1], PARAMS)
-    chat = OpenAIGenerator(server.url, adapter="radiology", retry=FAST).generate(PROMPTS[:1], PARAMS)
+    raw = TgiGenerator(server.url, adapter="radiology").generate(PROMPTS[:1], PARAMS)
+    chat = OpenAIGenerator(server.url, adapter="radiology").generate(PROMPTS[:1], PARAMS)
     assert [g.text for g in chat] == [g.text for g in raw]
 
 
 def test_check_passes_for_the_loaded_adapter(server):
-    gen = TgiGenerator(server.url, adapter="radiology", retry=FAST)
+    gen = TgiGenerator(server.url, adapter="radiology")
     gen.check()
     assert gen.info.base_model == BASE_MODEL_ID
     assert gen.info.server_version.startswith("radbridge-model-server")
-    OpenAIGenerator(server.url, adapter="radiology", retry=FAST).check()
+    OpenAIGenerator(server.url, adapter="radiology").check()
 
 
 def test_check_detects_an_adapter_the_server_does_not_have(server):
     # The server answers happily with the base model (as TGI does); only the check notices.
-    gen = TgiGenerator(server.url, adapter="radiology-v2", retry=FAST)
+    gen = TgiGenerator(server.url, adapter="radiology-v2")
     assert gen.generate(PROMPTS[:1], GenerationParams(max_new_tokens=2))[0].text
     with pytest.raises(AdapterMismatch, match="radiology-v2"):
         gen.check()
     with pytest.raises(AdapterMismatch):
-        OpenAIGenerator(server.url, adapter="radiology-v2", retry=FAST).check()
+        OpenAIGenerator(server.url, adapter="radiology-v2").check()
 
 
 def test_too_many_tokens_is_rejected_without_retry(server):
     before = sum(1 for e in server.recorder.exchanges if e.path == "/generate")
     with pytest.raises(GenerationRejected):
-        TgiGenerator(server.url, retry=FAST).generate(PROMPTS[:1], GenerationParams(max_new_tokens=5000))
+        TgiGenerator(server.url).generate(PROMPTS[:1], GenerationParams(max_new_tokens=5000))
     assert sum(1 for e in server.recorder.exchanges if e.path == "/generate") == before + 1
 
 
-def test_stopped_server_is_unavailable_after_retries():
-    slept = []
-    gen = TgiGenerator(f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=3, base_delay=0.01), sleep=slept.append)
+def test_stopped_server_is_unavailable():
+    gen = TgiGenerator(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(GeneratorUnavailable):
         gen.generate(PROMPTS[:1], PARAMS)
-    assert len(slept) == 2
     with pytest.raises(GeneratorUnavailable):
-        OpenAIGenerator(gen.url, retry=FAST).check()
+        OpenAIGenerator(gen.url).check()
 
 
 def test_module_entry_point_serves_tgi_protocol(tmp_path):
@@ -153,7 +149,7 @@ def test_module_entry_point_serves_tgi_protocol(tmp_path):
         wait_until_serving(f"{url}/health", proc, 300, "model server", lambda: proc.stderr.read().decode())
         contract = load_contract()
         contract.validate("Info", httpx.get(f"{url}/info", timeout=10).json())
-        gen = TgiGenerator(url, adapter="rad", retry=FAST)
+        gen = TgiGenerator(url, adapter="rad")
         gen.check()
         [out] = gen.generate(PROMPTS[:1], GenerationParams(max_new_tokens=2))
         assert out.generated_tokens == 2 or out.finish_reason == "eos_token"

@@ -1,23 +1,29 @@
-"""TgiGenerator / OpenAIGenerator against a tiny scripted HTTP server: retries, error mapping, order, adapter check."""
+"""TgiGenerator / OpenAIGenerator against a tiny scripted HTTP server: one try per call, error mapping, order,
+adapter check; and the bounded retry CLI commands wrap them in."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from radbridge.adapters.model.openai import OpenAIGenerator
 from radbridge.adapters.model.tgi import TgiGenerator
-from radbridge.adapters.model.client import RetryPolicy, call_with_retry, map_error
+from radbridge.adapters.model.client import call_once, map_error
+from radbridge.cli import app
 from tgi_contract import load_contract
 from radbridge.domain import GenerationParams
 from radbridge.errors import AdapterMismatch, ConfigurationError, GenerationRejected, GeneratorUnavailable
 from radbridge.prompt import DEFAULT_TEMPLATE, build, render
+from radbridge.retry import RetryingGenerator, RetryPolicy
+from radbridge.settings import Settings
 
-FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, jitter=False)
 CONTRACT = load_contract()
 
 
@@ -101,7 +107,7 @@ def prompts(*findings: str):
 
 def test_tgi_request_is_explicit_and_valid_against_the_spec(serve):
     srv = serve(lambda m, p, b: (200, _generate_ok(b), 0))
-    gen = TgiGenerator(srv.url, adapter="radiology", retry=FAST)
+    gen = TgiGenerator(srv.url, adapter="radiology")
     [out] = gen.generate(prompts("Lungs clear."), GenerationParams(max_new_tokens=32))
     assert out.text == "Impression for Lungs clear."  # stop marker cut off
     assert out.finish_reason == "eos_token" and out.generated_tokens == 4
@@ -128,7 +134,7 @@ def test_batch_is_concurrent_and_keeps_order(serve):
         return 200, _generate_ok(b), 0
 
     srv = serve(script)
-    gen = TgiGenerator(srv.url, retry=FAST, concurrency=3)
+    gen = TgiGenerator(srv.url, concurrency=3)
     names = ["first", "second", "third", "fourth", "fifth"]
     out = gen.generate(prompts(*names), GenerationParams(max_new_tokens=8))
     assert [g.text for g in out] == [f"Impression for {n}" for n in names]
@@ -143,51 +149,44 @@ def test_batch_is_concurrent_and_keeps_order(serve):
         (424, {"error": "Request failed during generation", "error_type": "generation"}),
     ],
 )
-def test_transient_errors_are_retried_then_succeed(serve, status, payload):
-    answers = iter([(status, payload, 0), (status, payload, 0)])
+def test_transient_errors_are_tried_once_and_raised_as_retryable(serve, status, payload):
+    answers = iter([(status, payload, 0)])
     srv = serve(lambda m, p, b: next(answers, (200, _generate_ok(b), 0)))
-    slept = []
-    gen = TgiGenerator(srv.url, retry=RetryPolicy(attempts=3, base_delay=0.01, jitter=False), sleep=slept.append)
-    [out] = gen.generate(prompts("x"), GenerationParams(max_new_tokens=8))
-    assert out.text == "Impression for x"
-    assert len(srv.posts("/generate")) == 3
-    assert slept == [0.01, 0.02]  # exponential backoff
-
-
-def test_exhausted_retries_raise_generator_unavailable(serve):
-    srv = serve(lambda m, p, b: (503, None, 0))
-    gen = TgiGenerator(srv.url, retry=FAST)
+    gen = TgiGenerator(srv.url)
     with pytest.raises(GeneratorUnavailable) as err:
         gen.generate(prompts("x"), GenerationParams(max_new_tokens=8))
     assert err.value.retryable
-    assert len(srv.posts("/generate")) == FAST.attempts
+    assert len(srv.posts("/generate")) == 1  # the adapter does not retry: its caller decides
+    [out] = gen.generate(prompts("x"), GenerationParams(max_new_tokens=8))  # the next call is a fresh try
+    assert out.text == "Impression for x"
+    assert len(srv.posts("/generate")) == 2
 
 
 def test_422_is_permanent_and_not_retried(serve):
     body = {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 2048", "error_type": "validation"}
     srv = serve(lambda m, p, b: (422, body, 0))
-    gen = TgiGenerator(srv.url, retry=FAST)
+    gen = TgiGenerator(srv.url)
     with pytest.raises(GenerationRejected) as err:
         gen.generate(prompts("x"), GenerationParams(max_new_tokens=8))
     assert not err.value.retryable and "422" in str(err.value)
     assert len(srv.posts("/generate")) == 1
 
 
-def test_timeouts_are_retried_then_unavailable(serve):
+def test_a_hung_server_costs_one_timeout_per_call(serve):
     srv = serve(lambda m, p, b: (200, _generate_ok(b), 1.0))
-    gen = TgiGenerator(srv.url, timeout=0.2, retry=FAST)
+    gen = TgiGenerator(srv.url, timeout=0.2)
     started = time.monotonic()
     with pytest.raises(GeneratorUnavailable):
         gen.generate(prompts("x"), GenerationParams(max_new_tokens=8))
-    assert time.monotonic() - started < 2.5  # three 0.2 s timeouts, not three 1 s answers
-    assert len(srv.posts("/generate")) == FAST.attempts
+    assert time.monotonic() - started < 0.9  # one 0.2 s timeout, not a 1 s answer nor several tries
+    assert len(srv.posts("/generate")) == 1
 
 
 def test_connection_refused_is_unavailable():
     srv = FakeServer(lambda m, p, b: (200, None, 0))
     url = srv.url
     srv.close()
-    gen = TgiGenerator(url, retry=FAST)
+    gen = TgiGenerator(url)
     with pytest.raises(GeneratorUnavailable):
         gen.generate(prompts("x"), GenerationParams(max_new_tokens=8))
     with pytest.raises(GeneratorUnavailable):
@@ -197,7 +196,7 @@ def test_connection_refused_is_unavailable():
 def test_404_is_a_configuration_error(serve):
     srv = serve(lambda m, p, b: (404, {"error": "not found", "error_type": "not_found"}, 0))
     with pytest.raises(ConfigurationError):
-        TgiGenerator(srv.url, retry=FAST).generate(prompts("x"), GenerationParams(max_new_tokens=8))
+        TgiGenerator(srv.url).generate(prompts("x"), GenerationParams(max_new_tokens=8))
     assert len(srv.posts("/generate")) == 1
 
 
@@ -223,7 +222,7 @@ def _tgi_with_adapter_effect(delta_for: dict[str | None, float], noise: float = 
 
 def test_check_passes_when_the_adapter_changes_logprobs(serve):
     srv = serve(_tgi_with_adapter_effect({"radiology": 0.05}))
-    gen = TgiGenerator(srv.url, adapter="radiology", retry=FAST)
+    gen = TgiGenerator(srv.url, adapter="radiology")
     gen.check()
     assert gen.info.base_model == "org/base"
     assert gen.info.server_version == "text-generation-router 3.3.6"
@@ -236,7 +235,7 @@ def test_check_passes_when_the_adapter_changes_logprobs(serve):
 
 def test_check_detects_the_silent_fallback_to_the_base_model(serve):
     srv = serve(_tgi_with_adapter_effect({}))  # any adapter_id: base model answers (TGI's pitfall)
-    gen = TgiGenerator(srv.url, adapter="radiologyy", retry=FAST)
+    gen = TgiGenerator(srv.url, adapter="radiologyy")
     with pytest.raises(AdapterMismatch, match="radiologyy"):
         gen.check()
 
@@ -245,19 +244,19 @@ def test_check_does_not_mistake_server_noise_for_an_adapter(serve):
     # A GPU server's batching moves the last digits; an effect no bigger than that noise is no adapter.
     srv = serve(_tgi_with_adapter_effect({"radiology": 0.002}, noise=0.002))
     with pytest.raises(AdapterMismatch):
-        TgiGenerator(srv.url, adapter="radiology", retry=FAST).check()
+        TgiGenerator(srv.url, adapter="radiology").check()
 
 
 def test_check_without_adapter_only_needs_health_and_info(serve):
     srv = serve(_tgi_with_adapter_effect({}))
-    TgiGenerator(srv.url, retry=FAST).check()
+    TgiGenerator(srv.url).check()
     assert srv.posts("/generate") == []
 
 
 def test_check_refuses_a_different_base_model(serve):
     srv = serve(_tgi_with_adapter_effect({}))
     with pytest.raises(ConfigurationError, match="org/base"):
-        TgiGenerator(srv.url, base_model="meta-llama/Llama-2-7b-chat-hf", retry=FAST).check()
+        TgiGenerator(srv.url, base_model="meta-llama/Llama-2-7b-chat-hf").check()
 
 
 def _chat_ok(b: dict, logprobs: list[float] | None = None) -> dict:
@@ -283,18 +282,21 @@ def _chat_ok(b: dict, logprobs: list[float] | None = None) -> dict:
 def test_openai_request_and_shared_error_mapping(serve):
     answers = iter([(503, None, 0)])
     srv = serve(lambda m, p, b: next(answers, (200, _chat_ok(b), 0)))
-    gen = OpenAIGenerator(srv.url, adapter="radiology", retry=FAST)
+    gen = OpenAIGenerator(srv.url, adapter="radiology")
+    with pytest.raises(GeneratorUnavailable):  # mapped by the same code as the TGI backend, tried once
+        gen.generate(prompts("Lungs clear."), GenerationParams(max_new_tokens=16))
     [out] = gen.generate(prompts("Lungs clear."), GenerationParams(max_new_tokens=16))
-    assert out.text == "No acute disease." and out.finish_reason == "eos_token" and out.generated_tokens == 5
+    # generators only cut at stop markers: the "Impression:" label is the core's to strip (prompt.clean_completion)
+    assert out.text == "Impression: No acute disease." and out.finish_reason == "eos_token" and out.generated_tokens == 5
     bodies = srv.posts("/v1/chat/completions")
-    assert len(bodies) == 2  # one 503, retried by the same code as the TGI backend
+    assert len(bodies) == 2
     CONTRACT.validate("ChatRequest", bodies[-1])
     assert bodies[-1]["model"] == "radiology" and bodies[-1]["temperature"] == 0.0 and bodies[-1]["max_tokens"] == 16
     assert [m["role"] for m in bodies[-1]["messages"]] == ["system", "user"]
 
     srv422 = serve(lambda m, p, b: (422, {"error": "bad", "error_type": "validation"}, 0))
     with pytest.raises(GenerationRejected):
-        OpenAIGenerator(srv422.url, retry=FAST).generate(prompts("x"), GenerationParams(max_new_tokens=16))
+        OpenAIGenerator(srv422.url).generate(prompts("x"), GenerationParams(max_new_tokens=16))
     assert len(srv422.posts("/v1/chat/completions")) == 1
 
 
@@ -306,12 +308,12 @@ def test_openai_check_uses_model_list_and_logprob_probe(serve):
         return 200, _chat_ok(b, [-0.5 + shift, -0.2, -0.1]), 0
 
     srv = serve(script)
-    OpenAIGenerator(srv.url, adapter="radiology", base_model_name="org/base", retry=FAST).check()
+    OpenAIGenerator(srv.url, adapter="radiology", base_model_name="org/base").check()
     with pytest.raises(AdapterMismatch, match="does not list"):
-        OpenAIGenerator(srv.url, adapter="other", base_model_name="org/base", retry=FAST).check()
+        OpenAIGenerator(srv.url, adapter="other", base_model_name="org/base").check()
 
 
-def test_retry_helper_passes_permanent_errors_through_unchanged():
+def test_call_once_passes_radbridge_errors_through_unchanged_and_maps_others():
     err = GenerationRejected("no")
     calls = []
 
@@ -320,6 +322,101 @@ def test_retry_helper_passes_permanent_errors_through_unchanged():
         raise err
 
     with pytest.raises(GenerationRejected) as caught:
-        call_with_retry(fail, FAST, "x", sleep=lambda s: None)
+        call_once(fail, "x")
     assert caught.value is err and len(calls) == 1
+    with pytest.raises(GeneratorUnavailable) as mapped:
+        call_once(lambda: (_ for _ in ()).throw(TimeoutError()), "x")
+    assert isinstance(mapped.value.__cause__, TimeoutError)
     assert isinstance(map_error(TimeoutError(), "x"), GeneratorUnavailable)
+
+
+# -- the bounded retry of CLI commands: the one RetryPolicy, wrapped around the one-try adapter ----------------
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _down_then_up(failures: int, ok):
+    """A script that answers 503 ``failures`` times on /generate and /health, then ``ok``."""
+    left = [failures]
+
+    def script(m, p, b):
+        if left[0] > 0:
+            left[0] -= 1
+            return 503, None, 0
+        return ok(m, p, b)
+
+    return script
+
+
+def test_retry_policy_from_settings_bounds_cli_and_not_the_service():
+    settings = Settings(max_retries=2, retry_initial_s=0.25, retry_max_s=3.0)
+    cli, service = RetryPolicy.from_settings(settings), RetryPolicy.from_settings(settings, bounded=False)
+    assert (cli.initial_s, cli.max_s, cli.attempts) == (0.25, 3.0, 3)
+    assert service.attempts is None and service.initial_s == 0.25 and service.max_s == 3.0
+    exact = RetryPolicy(initial_s=0.25, max_s=3.0, jitter=0)
+    assert [exact.delay(n) for n in range(6)] == [0.25, 0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_bounded_retry_around_the_one_try_adapter(serve, caplog):
+    srv = serve(_down_then_up(2, lambda m, p, b: (200, _generate_ok(b), 0)))
+    slept: list[float] = []
+    policy = RetryPolicy(initial_s=0.01, max_s=0.02, attempts=3, jitter=0)
+    gen = RetryingGenerator(TgiGenerator(srv.url), policy, sleep=slept.append)
+    secret = "Left upper lobe nodule 9 mm."
+    with caplog.at_level(logging.WARNING, logger="radbridge.retry"):
+        [out] = gen.generate(prompts(secret), GenerationParams(max_new_tokens=8))
+    assert out.text == f"Impression for {secret}"
+    assert len(srv.posts("/generate")) == 3 and slept == [0.01, 0.02]
+    retries = [r for r in caplog.records if r.name == "radbridge.retry"]
+    assert [(r.error_type, r.retry) for r in retries] == [("generator_unavailable", 1), ("generator_unavailable", 2)]
+    for r in retries:  # identifiers and the error type, never the report
+        assert "nodule" not in r.getMessage() and all("nodule" not in str(v) for v in vars(r).values())
+
+
+def test_bounded_retry_gives_up_after_its_attempts_and_never_retries_permanent_errors(serve):
+    down = serve(lambda m, p, b: (503, None, 0))
+    policy = RetryPolicy(initial_s=0.01, attempts=2, jitter=0)
+    with pytest.raises(GeneratorUnavailable):
+        RetryingGenerator(TgiGenerator(down.url), policy, sleep=lambda s: None).generate(
+            prompts("x"), GenerationParams(max_new_tokens=8))
+    assert len(down.posts("/generate")) == 2
+
+    rejecting = serve(lambda m, p, b: (422, {"error": "too long", "error_type": "validation"}, 0))
+    with pytest.raises(GenerationRejected):
+        RetryingGenerator(TgiGenerator(rejecting.url), policy, sleep=lambda s: None).generate(
+            prompts("x"), GenerationParams(max_new_tokens=8))
+    assert len(rejecting.posts("/generate")) == 1
+
+
+def _cli(args, retries: int):
+    env = {"RADBRIDGE_MAX_RETRIES": str(retries), "RADBRIDGE_RETRY_INITIAL_S": "0.01", "RADBRIDGE_RETRY_MAX_S": "0.02",
+           "RADBRIDGE_LOG_LEVEL": "ERROR"}
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def test_cli_draft_retries_up_to_max_retries(serve):
+    report = FIX / "fhir" / "dr_plain_headings_preliminary.json"
+    srv = serve(_down_then_up(2, lambda m, p, b: (200, _generate_ok(b), 0)))
+    result = _cli(["draft", "--backend", "tgi", "--url", srv.url, report], retries=2)
+    assert result.exit_code == 0, result.output
+    [bundle] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert bundle["resourceType"] == "Bundle"
+    assert len(srv.posts("/generate")) == 3
+
+    still_down = serve(_down_then_up(2, lambda m, p, b: (200, _generate_ok(b), 0)))
+    result = _cli(["draft", "--backend", "tgi", "--url", still_down.url, report], retries=1)
+    assert result.exit_code != 0 and isinstance(result.exception, GeneratorUnavailable)
+    assert len(still_down.posts("/generate")) == 2  # 1 + RADBRIDGE_MAX_RETRIES tries, then the command fails
+
+
+def test_cli_check_retries_an_unreachable_server_but_not_the_silent_adapter_fallback(serve):
+    srv = serve(_down_then_up(1, _tgi_with_adapter_effect({"radiology": 0.05})))
+    result = _cli(["check", "--backend", "tgi", "--url", srv.url, "--adapter", "radiology"], retries=1)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["ok"] is True
+
+    fallback = serve(_tgi_with_adapter_effect({}))
+    result = _cli(["check", "--backend", "tgi", "--url", fallback.url, "--adapter", "radiologyy"], retries=3)
+    assert result.exit_code == 1
+    assert json.loads(result.stdout.splitlines()[-1])["error"] == "adapter_mismatch"
+    assert len(fallback.posts("/generate")) == 3  # base, base again, adapter: one probe each, no retries

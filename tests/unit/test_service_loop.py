@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections import deque
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
@@ -14,6 +16,7 @@ from radbridge.formats.fhir.writer import bundle_bytes
 from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.errors import GeneratorUnavailable
 from radbridge.pipeline import Drafter
+from radbridge.retry import RetryPolicy
 from radbridge.service.backoff import Backoff
 from radbridge.service.loop import Service
 
@@ -143,7 +146,7 @@ def _service(consumer, producer, generator=None, batch_size=8) -> Service:
     return Service(
         consumer=consumer, producer=producer, drafter=Drafter(generator or InstantGenerator()),
         input_topics=["in"], output_topic="out", dlq_topic="dlq", serialize=bundle_bytes,
-        batch_size=batch_size, batch_wait_ms=0, backoff=Backoff(initial_s=0.01, max_s=0.02, jitter=0),
+        batch_size=batch_size, batch_wait_ms=0, backoff=Backoff(RetryPolicy(initial_s=0.01, max_s=0.02, jitter=0)),
     )
 
 
@@ -283,7 +286,7 @@ def test_oru_topic_gets_an_hl7_draft_per_report_and_a_failed_oru_is_resent_befor
     service = Service(
         consumer=consumer, producer=producer, drafter=Drafter(InstantGenerator(), emit_oru=True),
         input_topics=["in"], output_topic="out", dlq_topic="dlq", serialize=bundle_bytes, oru_topic="oru",
-        batch_size=8, batch_wait_ms=0, backoff=Backoff(initial_s=0.01, max_s=0.02, jitter=0),
+        batch_size=8, batch_wait_ms=0, backoff=Backoff(RetryPolicy(initial_s=0.01, max_s=0.02, jitter=0)),
     )
     consumer.on_poll = _stop_when_drained(service)
     service.run()
@@ -292,3 +295,61 @@ def test_oru_topic_gets_an_hl7_draft_per_report_and_a_failed_oru_is_resent_befor
     assert len(orus) == 2 and all(v.startswith(b"MSH|") and b"ORU^R01" in v for _, v in orus)
     assert all(b"|P" in v for _, v in orus)  # preliminary result status
     assert consumer.commits == [{T0: 2}]
+
+
+class _ScriptedTgi:
+    """A TGI ``/generate`` stand-in: 503 for the first ``failures`` requests, then an answer; counts requests."""
+
+    def __init__(self, failures: int):
+        self.failures, self.requests = failures, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                outer.requests += 1
+                ok = outer.requests > outer.failures
+                body = json.dumps({"generated_text": "No acute disease.", "details": {
+                    "finish_reason": "eos_token", "generated_tokens": 4, "prefill": [], "tokens": []}}).encode()
+                self.send_response(200 if ok else 503)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body) if ok else 0))
+                self.end_headers()
+                if ok:
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_the_loop_is_the_one_retry_owner_the_adapter_tries_each_prompt_once():
+    from radbridge.adapters.model.tgi import TgiGenerator
+
+    server = _ScriptedTgi(failures=3)
+    consumer = FakeConsumer({T0: [_report(0)]})
+    producer = FakeProducer()
+    service = _service(consumer, producer, TgiGenerator(server.url, timeout=5))
+    paused_after: set[int] = set()  # request counts at which the loop polled with the partition paused
+
+    def hook(c):
+        if c.paused_tps:
+            paused_after.add(server.requests)
+        if consumer.commits:
+            service.stop()
+
+    consumer.on_poll = hook
+    try:
+        service.run()
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    # three failed batch attempts and the good one, one request each: no retries nested inside the adapter
+    assert server.requests == 4
+    assert service.metrics.registry.get_sample_value(
+        "radbridge_retries_total", {"stage": "generate", "error_type": "generator_unavailable"}) == 3
+    assert paused_after == {1, 2, 3}  # after each failed attempt the loop kept polling, partition paused
+    assert consumer.commits == [{T0: 1}] and len(producer.acked) == 1

@@ -7,6 +7,7 @@ import pytest
 
 from radbridge.adapters.kafka.clients import consumer_config, producer_config, security_config
 from radbridge.errors import MalformedMessage
+from radbridge.retry import RetryPolicy
 from radbridge.service.backoff import Backoff
 from radbridge.service.http import OpsServer
 from radbridge.service.loop import Health, envelope_of
@@ -44,11 +45,19 @@ def test_envelope_uses_record_time_not_the_clock():
     assert envelope_of(record).location == "kafka:t/0@5"
 
 
-def test_backoff_grows_exponentially_and_is_capped():
-    b = Backoff(initial_s=0.5, max_s=4, jitter=0)
+def test_backoff_grows_exponentially_is_capped_and_never_gives_up():
+    # a bounded policy (what CLI commands get) still never stops the service: its loop waits out any outage
+    b = Backoff(RetryPolicy(initial_s=0.5, max_s=4, attempts=2, jitter=0))
     assert [b.next_delay() for _ in range(6)] == [0.5, 1, 2, 4, 4, 4]
+    assert b.attempts == 6
     b.reset()
     assert b.next_delay() == 0.5
+
+
+def test_backoff_jitter_stays_within_its_band():
+    b = Backoff(RetryPolicy(initial_s=1.0, max_s=1.0, jitter=0.1))
+    delays = [b.next_delay() for _ in range(200)]
+    assert all(0.9 <= d <= 1.1 for d in delays) and len(set(delays)) > 1
 
 
 def test_ops_endpoints_follow_loop_state():

@@ -1,16 +1,14 @@
 """What the remote generators (TGI ``/generate``, OpenAI-style ``/v1/chat/completions``) share.
 
-Error mapping (HTTP status → radbridge error), retries with exponential backoff, bounded concurrency that
-keeps order, and the adapter check that compares log-probabilities with and without the adapter.
+Error mapping (HTTP status → radbridge error), one try per call (the service loop or a CLI command's
+RetryPolicy decides on retries, so waits do not nest), bounded concurrency that keeps order, and the adapter
+check that compares log-probabilities with and without the adapter.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
 from huggingface_hub.errors import (
@@ -48,18 +46,6 @@ R = TypeVar("R")
 
 RETRY_STATUSES = frozenset({408, 424, 429, 500, 502, 503, 504})
 CONFIG_STATUSES = frozenset({401, 403, 404, 405})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4  # total tries, including the first
-    base_delay: float = 0.5  # seconds before the 2nd try; doubles each time
-    max_delay: float = 8.0
-    jitter: bool = True  # spreads retries of many workers after a shared outage
-
-    def delay(self, retry: int) -> float:
-        d = min(self.max_delay, self.base_delay * (2**retry))
-        return d * random.uniform(0.5, 1.0) if self.jitter else d
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -107,23 +93,15 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
-def call_with_retry(
-    fn: Callable[[], R], policy: RetryPolicy, what: str, *, sleep: Callable[[float], None] = time.sleep
-) -> R:
-    """``fn()``, retried on retryable failures; raises the mapped radbridge error once tries run out."""
-    for attempt in range(policy.attempts):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - every failure is mapped below
-            err = map_error(exc, what)
-            if not err.retryable or attempt == policy.attempts - 1:
-                if err is exc:
-                    raise
-                raise err from exc
-            wait = policy.delay(attempt)
-            log.warning("%s failed (%s), retry %d/%d in %.2fs", what, err, attempt + 1, policy.attempts - 1, wait)
-            sleep(wait)
-    raise AssertionError("unreachable")
+def call_once(fn: Callable[[], R], what: str) -> R:
+    """``fn()`` once; any failure comes out as a radbridge error. Whoever calls decides whether to retry."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - every failure is mapped below
+        err = map_error(exc, what)
+        if err is exc:
+            raise
+        raise err from exc
 
 
 def map_ordered(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> list[R]:
@@ -135,7 +113,7 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> l
 
 
 class RemoteGenerator:
-    """Base of the HTTP generators: subclasses send one prompt; this class batches, retries and maps errors."""
+    """Base of the HTTP generators: subclasses send one prompt; this class batches and maps errors, one try each."""
 
     backend = "remote"
 
@@ -148,9 +126,7 @@ class RemoteGenerator:
         adapter_sha256: str | None = None,
         timeout: float = 60.0,
         concurrency: int = 8,
-        retry: RetryPolicy = RetryPolicy(),
         min_adapter_logprob_delta: float = 1e-3,
-        sleep: Callable[[float], None] = time.sleep,
     ):
         if timeout is None or timeout <= 0:
             raise ConfigurationError("the model server timeout must be a positive number of seconds")
@@ -160,9 +136,7 @@ class RemoteGenerator:
         self.adapter_sha256 = adapter_sha256
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
-        self.retry = retry
         self.min_adapter_logprob_delta = min_adapter_logprob_delta
-        self._sleep = sleep
         self._server_model: str | None = None
         self._server_version: str | None = None
 
@@ -181,7 +155,7 @@ class RemoteGenerator:
             raise GenerationRejected("max_new_tokens must be at least 1")
 
         def one(prompt: Prompt) -> Generation:
-            return call_with_retry(lambda: self._generate_one(prompt, params), self.retry, self._what, sleep=self._sleep)
+            return call_once(lambda: self._generate_one(prompt, params), self._what)
 
         return map_ordered(one, list(prompts), self.concurrency)
 
@@ -192,8 +166,8 @@ class RemoteGenerator:
     def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Generation:
         raise NotImplementedError
 
-    def _retrying(self, fn: Callable[[], R]) -> R:
-        return call_with_retry(fn, self.retry, self._what, sleep=self._sleep)
+    def _once(self, fn: Callable[[], R]) -> R:
+        return call_once(fn, self._what)
 
     def _check_adapter_changes_output(self, probe: Callable[[str | None], list[float]]) -> None:
         """Refuse to run when the server answers identically with and without the adapter.
@@ -227,9 +201,8 @@ def _max_abs_diff(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 __all__ = [
-    "RetryPolicy",
     "RemoteGenerator",
-    "call_with_retry",
+    "call_once",
     "map_error",
     "map_ordered",
     "http_status",

@@ -63,7 +63,7 @@ class OpenAIGenerator(RemoteGenerator):
             response.raise_for_status()
             return response.json()
 
-        return self._retrying(call)
+        return self._once(call)
 
     def check(self) -> None:
         """Reachability via ``/v1/models``; with an adapter, that it is listed (if the server lists) and applied."""
@@ -80,7 +80,7 @@ class OpenAIGenerator(RemoteGenerator):
 
     def _probe(self, adapter: str | None) -> list[float]:
         params = GenerationParams(max_new_tokens=4)
-        out = self._retrying(lambda: self._chat(PROBE, params, adapter or self.base_model_name, logprobs=True))
+        out = self._once(lambda: self._chat(PROBE, params, adapter or self.base_model_name, logprobs=True))
         logprobs = out.choices[0].logprobs
         return [c.logprob for c in logprobs.content] if logprobs and logprobs.content else []
 
