@@ -56,7 +56,7 @@ class TgiGenerator(RemoteGenerator):
             response.raise_for_status()
             return response.json() if response.content else None
 
-        return self._retrying(call)
+        return self._once(call)
 
     def check(self) -> None:
         """Health, identity (``/info``) and, with an adapter configured, proof that it changes the output."""
@@ -74,7 +74,7 @@ class TgiGenerator(RemoteGenerator):
 
     def _probe(self, adapter: str | None) -> list[float]:
         params = GenerationParams(max_new_tokens=1)
-        out = self._retrying(
+        out = self._once(
             lambda: self._request(render(PROBE, self.chat_format), params, adapter=adapter, decoder_input_details=True)
         )
         details = out.details
