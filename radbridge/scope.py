@@ -1,0 +1,153 @@
+"""What the model may draft for: the adapter's declared scope, and the rule that decides it per report.
+
+A model tuned on chest radiographs writes chest-radiograph impressions whatever it is given; a head CT or a knee
+MRI must not get one. The adapter's manifest declares its scope (``scope`` in ``model/manifest.json``); a site
+widens or narrows it with settings (its own procedure codes), never by editing the manifest.
+
+The rule, in order; the first that decides wins and is named in the decision:
+1. ``code``: the procedure code (OBR-4, DiagnosticReport.code) is one the scope lists -> in scope; one the
+   site excluded -> out.
+2. ``name``: the procedure's name (code display or text) names another modality (CT, MRI, ultrasound, nuclear
+   medicine, PET, mammography, fluoroscopy, angiography) or another body region (head, abdomen, knee, ...)
+   -> out; it names the scope's region and either its modality or none -> in.
+3. ``modality``: the diagnostic service section / modality (OBR-24, DiagnosticReport.category) is another
+   specific imaging modality than the scope's (CT, MR, US, NM, ...) -> out. The scope's own modalities (DX, CR)
+   and generic sections (``RAD``) do not say which body part was imaged, so they decide only for a scope that
+   names no region.
+4. ``unknown``: nothing above decided (no code we know, no usable name, a generic section) -> the site's
+   ``RADBRIDGE_SCOPE_UNKNOWN``: ``skip`` (default: a model must not guess outside its competence) or ``draft``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from .domain import Coding, Report
+
+Rule = Literal["code", "name", "modality", "unknown"]
+
+# Other modalities and regions, as procedure names spell them. Abbreviations count only in capitals.
+_OTHER_MODALITY_WORDS = re.compile(
+    r"\b(?:CAT SCAN|COMPUTED TOMOGRAPH\w*|MAGNETIC RESONANCE|ULTRASOUND|ULTRASONO\w*|SONO\w*|DOPPLER|DUPLEX|"
+    r"MAMMO\w*|TOMOSYNTHESIS|FLUORO\w*|ANGIO\w*|SPECT|NUCLEAR MED\w*|SCINTI\w*|BONE SCAN|DEXA|ARTHROGRAM|"
+    r"MYELOGRAM|VENOGRAM|ESOPHAGRAM|BARIUM|ECHO\w*)\b",
+    re.IGNORECASE,
+)
+_OTHER_MODALITY_ABBR = re.compile(r"\b(?:CT|CTA|MRI?|MRA|US|PET|NM|DXA|IVP|KUB)\b")
+_OTHER_REGION = re.compile(
+    r"\b(?:HEAD|BRAIN|SKULL|FACE|FACIAL|SINUS\w*|ORBIT\w*|NECK|THYROID|C-?SPINE|CERVICAL|T-?SPINE|L-?SPINE|"
+    r"LUMBAR|SACRUM|SPINE|ABDOM\w*|PELVI\w*|HIP|HIPS|KNEE|KNEES|ANKLE|FOOT|FEET|TOE\w*|HAND|HANDS|WRIST|FINGER\w*|"
+    r"ELBOW|FOREARM|HUMERUS|SHOULDER|FEMUR|TIBIA|FIBULA|LEG|ARM|RENAL|KIDNEY\w*|LIVER|GALLBLADDER|BREAST|"
+    r"SCROT\w*|TESTI\w*|UTER\w*|OVAR\w*|OBSTETRIC\w*|PROSTATE|CARDIAC|HEART)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an adapter was trained for. ``codes`` are ``system|code`` (system may be empty: any system)."""
+
+    description: str = ""
+    codes: frozenset[str] = frozenset()
+    excluded_codes: frozenset[str] = frozenset()
+    modalities: frozenset[str] = frozenset()  # OBR-24 / DICOM modality codes that are this exam (DX, CR, ...)
+    region: str | None = None  # regex of the body region's names, e.g. "chest|thorax|lung"
+    modality_words: str | None = None  # regex of the modality's names, e.g. "x-?ray|radiograph|XR|CXR"
+    unknown: Literal["skip", "draft"] = "skip"
+
+    @classmethod
+    def from_manifest(cls, data: dict | None, *, extra_codes=(), excluded_codes=(), unknown: str | None = None) -> "Scope":
+        """The manifest's ``scope`` object, widened or narrowed by a site's settings."""
+        data = data or {}
+        codes = {_norm(c) for c in data.get("codes", [])} | {_norm(c) for c in extra_codes}
+        return cls(
+            description=data.get("description", ""),
+            codes=frozenset(codes),
+            excluded_codes=frozenset(_norm(c) for c in excluded_codes),
+            modalities=frozenset(m.upper() for m in data.get("modalities", [])),
+            region=data.get("region"),
+            modality_words=data.get("modality_words"),
+            unknown=unknown or data.get("unknown", "skip"),  # type: ignore[arg-type]
+        )
+
+    @property
+    def declared(self) -> bool:
+        """False for an adapter that declares no scope: then every report is drafted, as before scopes."""
+        return bool(self.codes or self.modalities or self.region)
+
+    def decide(self, report: Report) -> "ScopeDecision":
+        if not self.declared:
+            return ScopeDecision(True, "unknown", "no scope declared")
+        proc = report.procedure or Coding()
+        code = f"{proc.system or ''}|{proc.code}" if proc.code else None
+        seen = _seen(proc, report.modality)
+        if code is not None:
+            if _match(code, self.excluded_codes):
+                return ScopeDecision(False, "code", seen)
+            if _match(code, self.codes):
+                return ScopeDecision(True, "code", seen)
+        name = (proc.display or "").strip()
+        if name:
+            verdict = self._by_name(name)
+            if verdict is not None:
+                return ScopeDecision(verdict, "name", seen)
+        modality = (report.modality or "").upper()
+        if modality in self.modalities:
+            if not self.region:  # a whole-modality scope: the modality is the exam
+                return ScopeDecision(True, "modality", seen)
+        elif modality and modality not in _GENERIC_SECTIONS:
+            return ScopeDecision(False, "modality", seen)
+        return ScopeDecision(self.unknown == "draft", "unknown", seen)
+
+    def _by_name(self, name: str) -> bool | None:
+        region = bool(self.region and re.search(rf"\b(?:{self.region})", name, re.IGNORECASE))
+        own_modality = bool(self.modality_words and re.search(rf"\b(?:{self.modality_words})\b", name, re.IGNORECASE))
+        other_modality = bool(_OTHER_MODALITY_WORDS.search(name) or _OTHER_MODALITY_ABBR.search(name))
+        if other_modality and not own_modality:
+            return False
+        if _OTHER_REGION.search(name) and not region:
+            return False
+        if region and not other_modality:
+            return True
+        return None
+
+
+# Sections that say "radiology" without saying which exam.
+_GENERIC_SECTIONS = frozenset({"RAD", "RX", "IMG", "IMAGING", "RADIOLOGY", "XR"})
+
+
+@dataclass(frozen=True)
+class ScopeDecision:
+    in_scope: bool
+    rule: Rule
+    seen: str = ""  # the code, name and modality the rule looked at (procedure names carry no patient data)
+
+    @property
+    def detail(self) -> str:
+        return f"rule {self.rule}: {self.seen}"
+
+
+def _norm(code: str) -> str:
+    code = code.strip()
+    return code if "|" in code else f"|{code}"
+
+
+def _match(code: str, listed: frozenset[str]) -> bool:
+    system, _, value = code.partition("|")
+    return code in listed or f"|{value}" in listed
+
+
+def _seen(proc: Coding, modality: str | None) -> str:
+    parts = []
+    if proc.code:
+        parts.append(f"code {proc.system + '|' if proc.system else ''}{proc.code}"[:80])
+    if proc.display:
+        parts.append(f"name {proc.display[:60]!r}")
+    if modality:
+        parts.append(f"modality {modality[:16]}")
+    return "; ".join(parts) or "no procedure code, name or modality"
+
+
+__all__ = ["Scope", "ScopeDecision"]
