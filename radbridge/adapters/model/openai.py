@@ -13,7 +13,7 @@ from huggingface_hub.utils import get_session
 
 from ...domain import Generation, GenerationParams
 from ...errors import AdapterMismatch
-from ...prompt import STOP_SEQUENCES, Prompt, clean_completion, messages
+from ...prompt import ALL_STOPS, Prompt, cut_at_stops, messages
 from .client import PROBE, RemoteGenerator
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class OpenAIGenerator(RemoteGenerator):
         choice = out.choices[0]
         usage = out.usage
         return Generation(
-            text=clean_completion(choice.message.content or "", STOP_SEQUENCES["chatml"] + STOP_SEQUENCES["llama2"]),
+            text=cut_at_stops(choice.message.content or "", ALL_STOPS),
             finish_reason=_FINISH.get(choice.finish_reason, choice.finish_reason),
             generated_tokens=usage.completion_tokens if usage else None,
         )

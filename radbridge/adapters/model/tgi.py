@@ -12,7 +12,7 @@ from huggingface_hub.utils import get_session
 
 from ...domain import Generation, GenerationParams
 from ...errors import ConfigurationError, GeneratorUnavailable
-from ...prompt import STOP_SEQUENCES, ChatFormat, Prompt, clean_completion, render
+from ...prompt import STOP_SEQUENCES, ChatFormat, Prompt, cut_at_stops, render
 from .client import PROBE, RemoteGenerator
 
 class TgiGenerator(RemoteGenerator):
@@ -45,7 +45,7 @@ class TgiGenerator(RemoteGenerator):
         out = self._request(render(prompt, self.chat_format), params, adapter=self.adapter)
         details = out.details
         return Generation(
-            text=clean_completion(out.generated_text, self.stops),
+            text=cut_at_stops(out.generated_text, self.stops),
             finish_reason=details.finish_reason if details else None,
             generated_tokens=details.generated_tokens if details else None,
         )
