@@ -5,7 +5,6 @@ Nothing connects or loads a model at import time; everything is built here on re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .domain import GenerationParams
@@ -15,11 +14,6 @@ from .ports import ExampleSource, FhirStore, Generator
 from .prompt import DEFAULT_TEMPLATE, PromptTemplate
 from .retry import RetryingGenerator, RetryPolicy
 from .settings import SHIPPED_MODEL_DIR, Settings
-
-
-def shipped_manifest(folder: Path = SHIPPED_MODEL_DIR) -> dict | None:
-    path = folder / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _local_adapter(settings: Settings) -> Path | None:
@@ -68,13 +62,15 @@ def _backend(settings: Settings) -> Generator:
 
 
 def prompt_template(settings: Settings) -> PromptTemplate:
-    """The template the adapter was trained with (its manifest), unless settings name another."""
+    """The template the adapter was trained with (a released folder's manifest), unless settings name another."""
     if settings.prompt_template:
         return PromptTemplate.from_id(settings.prompt_template)
-    if settings.backend == "local" and not settings.no_adapter and not settings.adapter:
-        manifest = shipped_manifest()
-        if manifest and manifest.get("prompt_template"):
-            return PromptTemplate.from_id(manifest["prompt_template"])
+    if settings.backend == "local":
+        adapter = _local_adapter(settings)
+        if adapter is not None and (adapter / "manifest.json").is_file():
+            from .adapters.model.local import Manifest
+
+            return PromptTemplate.from_id(Manifest.read(adapter).prompt_template)
     return DEFAULT_TEMPLATE
 
 
@@ -89,7 +85,8 @@ def build_examples(settings: Settings, template: PromptTemplate) -> ExampleSourc
             f"prompt template {template.id} shows example reports: set RADBRIDGE_EXAMPLES_FILE to a JSONL of signed "
             "reports (fields findings, impression)"
         )
-    return ExampleIndex.from_jsonl(Path(path))
+    # the template's clean rules, as training's retriever applied them to the same kind of reports
+    return ExampleIndex.from_jsonl(Path(path), template.rules)
 
 
 def build_drafter(settings: Settings, generator: Generator | None = None) -> Drafter:

@@ -145,17 +145,18 @@ def eval_cmd(
     adapter: Optional[str] = typer.Option(None, help="model folder with manifest, PEFT folder, or 'none'; default model/"),
     template: Optional[str] = typer.Option(None, help="prompt template id; default: the adapter's manifest"),
     batch_size: int = typer.Option(8),
-    max_new_tokens: int = typer.Option(64),
-    backend: str = typer.Option("local", help="local | tgi | openai (a model server serving the adapter by name)"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="default: RADBRIDGE_MAX_NEW_TOKENS (as the service)"),
+    backend: Optional[Backend] = typer.Option(None, help="local | tgi | openai (a model server serving the adapter by name)"),
     url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
 ) -> None:
     """Score drafts (model or baseline) against the reports' own impressions: ROUGE, clinical F1, laterality."""
     from .evaluation import run, summary_line
-    from .settings import SHIPPED_MODEL_DIR
 
-    adapter = adapter or (None if baseline or backend != "local" else str(SHIPPED_MODEL_DIR))
-    result = run(data, out, limit=limit, baseline=baseline, train=train, adapter=adapter, template_id=template,
-                 batch_size=batch_size, max_new_tokens=max_new_tokens, backend=backend, url=url)
+    no_adapter = adapter == "none" or None
+    settings = _settings(backend=backend, model_url=url, adapter=None if no_adapter else adapter, no_adapter=no_adapter,
+                         prompt_template=template, max_new_tokens=max_new_tokens, examples_file=train,
+                         local_batch_size=batch_size, batch_size=batch_size)
+    result = run(settings, data, out, limit=limit, baseline=baseline, train=train, batch_size=batch_size)
     typer.echo(summary_line(result))
 
 

@@ -13,9 +13,15 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
+from .domain import Report, SourceRef, sha256_of
 from .labeler import abnormal, label
+
+if TYPE_CHECKING:
+    from . import pipeline
+    from .ports import Generator
+    from .settings import Settings
 
 CONSTANT_IMPRESSION = "No acute cardiopulmonary abnormality."
 
@@ -137,17 +143,10 @@ def by_reference(drafts: Sequence[str], references: Sequence[str], rows: Sequenc
 
 def read_records(path: str | Path, limit: int | None = None) -> list[dict]:
     """Reports with non-empty findings and impression, in file order; ``limit`` keeps the first N."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            if (r.get("findings") or "").strip() and (r.get("impression") or "").strip():
-                out.append(r)
-            if limit is not None and len(out) >= limit:
-                break
-    return out
+    from .samples import read_jsonl
+
+    kept = [r for r in read_jsonl(path) if (r.get("findings") or "").strip() and (r.get("impression") or "").strip()]
+    return kept[:limit] if limit is not None else kept
 
 
 def evaluate(records: Sequence[dict], drafter: Drafter, meta: dict | None = None) -> dict:
@@ -185,50 +184,38 @@ def retrieval_drafter(retriever) -> Drafter:
     return lambda records: retriever.nearest_impressions([r["findings"] for r in records])
 
 
-class _ModelDrafter:
-    """A Drafter that also keeps each cleaned completion as the model wrote it (``completions``), before ``settle``."""
+def record_report(record: dict, location: str | None = None) -> Report:
+    """An evaluation record (findings, indication, comparison) as the domain Report the pipeline drafts."""
+    body = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+    uid = record.get("uid")
+    source = SourceRef(format="jsonl", sha256=sha256_of(body), message_id=None if uid is None else str(uid),  # type: ignore[arg-type]
+                       location=location)
+    return Report(source=source, status="preliminary", indication=record.get("indication") or None,
+                  comparison=record.get("comparison") or None, findings=record.get("findings") or "")
 
-    def __init__(self, draft: Callable[[Sequence[dict], list[str]], list[str]]):
-        self._draft = draft
+
+class PipelineDrafter:
+    """Drafts records through the pipeline's ``Drafter`` (the path messages take), ``batch_size`` at a time.
+
+    ``completions`` keeps what the model wrote for each, before a wording policy (+copynormal) replaced it.
+    """
+
+    def __init__(self, drafter: "pipeline.Drafter", *, batch_size: int = 8, progress: bool = True):
+        self.drafter = drafter
+        self.batch_size = batch_size
+        self.progress = progress
         self.completions: list[str] = []
 
     def __call__(self, records: Sequence[dict]) -> list[str]:
-        self.completions = []
-        return self._draft(records, self.completions)
-
-
-def model_drafter(generator, template, params, *, retriever=None, batch_size: int = 8, progress: bool = True) -> Drafter:
-    """Prompts from radbridge.prompt (examples from the retriever when the template asks), generated in batches."""
-    from . import prompt as P
-
-    def draft(records: Sequence[dict], completions: list[str]) -> list[str]:
-        findings = [r["findings"] for r in records]
-        examples = (
-            retriever.examples(findings, template.n_examples)
-            if template.n_examples and retriever is not None
-            else [[] for _ in records]
-        )
-        if template.n_examples and retriever is None:
-            raise ValueError(f"template {template.id} needs retrieval examples: pass a training JSONL")
-        prompts = [
-            P.build(template, r["findings"], indication=r.get("indication"), comparison=r.get("comparison"), examples=ex)
-            for r, ex in zip(records, examples)
-        ]
-        out: list[str] = []
-        batches = range(0, len(prompts), batch_size)
-        if progress:
+        reports = [record_report(r, f"record {i}") for i, r in enumerate(records)]
+        batches = range(0, len(reports), self.batch_size)
+        if self.progress:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc="generate", unit="batch")
-        for i in batches:
-            chunk = prompts[i : i + batch_size]
-            for prompt, g in zip(chunk, generator.generate(chunk, params), strict=True):
-                completion = P.clean_completion(g.text)
-                completions.append(completion)
-                out.append(P.settle(template, prompt, completion)[0])
-        return out
-
-    return _ModelDrafter(draft)
+        drafts = [d for i in batches for d in self.drafter.draft_reports(reports[i : i + self.batch_size])]
+        self.completions = [d.impression if d.model_text is None else d.model_text for d in drafts]
+        return [d.impression for d in drafts]
 
 
 def write_results(result: dict, out: str | Path) -> None:
@@ -257,55 +244,32 @@ def summary_line(result: dict) -> str:
     )
 
 
-def _model(backend: str, url: str | None, adapter: str | Path | None, batch_size: int):
-    """The generator to evaluate and the prompt template its manifest names (None when it names none)."""
-    if backend != "local":
-        # a model server (TGI / OpenAI-compatible) serving the adapter by name: the same wiring as the service
-        from .bootstrap import build_generator
-        from .settings import Settings
-
-        settings = Settings(backend=backend, model_url=url, adapter=str(adapter) if adapter else None)
-        return build_generator(settings), None
-    from .adapters.model.local import LocalGenerator
-
-    if adapter in (None, "none"):
-        return LocalGenerator(batch_size=batch_size), None
-    if (Path(adapter) / "manifest.json").is_file():
-        generator = LocalGenerator.from_manifest(adapter, batch_size=batch_size)
-        return generator, generator.manifest.prompt_template
-    return LocalGenerator(adapter, batch_size=batch_size), None
-
-
 def run(
+    settings: "Settings",
     data: str | Path,
     out: str | Path,
     *,
     limit: int | None = None,
     baseline: str | None = None,
     train: str | Path | None = None,
-    adapter: str | Path | None = None,
-    template_id: str | None = None,
     batch_size: int = 8,
-    max_new_tokens: int = 64,
     progress: bool = True,
-    backend: str = "local",
-    url: str | None = None,
+    generator: "Generator | None" = None,
 ) -> dict:
     """What ``radbridge eval`` does: one row of the results table, written as JSON.
 
-    ``baseline`` constant|retrieval, or the local model: ``adapter`` a released folder (with manifest.json,
-    whose prompt template is used), a bare PEFT folder, or "none" for the untuned base model.
+    ``baseline`` constant|retrieval; otherwise the model ``settings`` configure (built by ``bootstrap``, as the
+    service builds it: a released adapter's manifest names the prompt template), drafting through the pipeline's
+    ``Drafter``. ``train``: the reports the retrieval baseline answers from.
     """
-    from .domain import GenerationParams
-    from .prompt import PromptTemplate
     from .retrieval import Retriever, default_examples_file
 
     records = read_records(data, limit)
     meta: dict = {"data": str(data), "limit": limit}
-    train_file = Path(train) if train else default_examples_file()
     if baseline == "constant":
         drafter, meta["system"] = constant_drafter(), "constant"
     elif baseline == "retrieval":
+        train_file = Path(train) if train else default_examples_file()
         if train_file is None:
             raise ValueError("the retrieval baseline needs --train FILE.jsonl")
         drafter, meta["system"] = retrieval_drafter(Retriever.from_jsonl(train_file)), "retrieval"
@@ -313,15 +277,15 @@ def run(
     elif baseline:
         raise ValueError(f"unknown baseline {baseline!r}: constant | retrieval")
     else:
-        generator, manifest_template = _model(backend, url, adapter, batch_size)
-        template = PromptTemplate.from_id(template_id or manifest_template or "paper-v1")
-        retriever = Retriever.from_jsonl(train_file) if template.n_examples and train_file else None
-        params = GenerationParams(max_new_tokens=max_new_tokens)
-        drafter = model_drafter(generator, template, params, retriever=retriever, batch_size=batch_size, progress=progress)
-        info = generator.info
-        meta.update(system=backend, adapter=str(adapter) if adapter else None, adapter_sha256=info.adapter_sha256,
-                    base_model=info.base_model, prompt_template=template.id, params=params.as_dict(),
-                    batch_size=batch_size, train=str(train_file) if retriever else None)
+        from .bootstrap import build_drafter
+
+        pipeline = build_drafter(settings, generator)
+        drafter = PipelineDrafter(pipeline, batch_size=batch_size, progress=progress)
+        info, template = pipeline.generator.info, pipeline.template
+        meta.update(system=settings.backend, adapter="none" if settings.no_adapter else info.adapter,
+                    adapter_sha256=info.adapter_sha256, base_model=info.base_model, prompt_template=template.id,
+                    params=pipeline.params.as_dict(), batch_size=batch_size,
+                    train=str(settings.examples_file or default_examples_file()) if template.n_examples else None)
     result = evaluate(records, drafter, meta)
     write_results(result, out)
     return result

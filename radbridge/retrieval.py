@@ -8,21 +8,16 @@ default, or a site's own signed reports); nothing derived from them is stored in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 from .prompt import Example
+from .samples import OPENI_DIR, OPENI_SPLIT, read_jsonl, split_ids
 from .textclean import CleanRules, clean_text, keep_report, truncate_words
-
-
-OPENI_SPLIT = "split_trienes2023.json"
 
 
 def default_examples_file() -> Path | None:
     """The OpenI reports in ../shared beside the repository, when present (a site sets its own file)."""
-    from .samples import OPENI_DIR
-
     path = OPENI_DIR / "reports.jsonl"
     return path if path.is_file() else None
 
@@ -48,11 +43,9 @@ class Retriever:
         """Reports of a JSONL (fields findings, impression). For the OpenI file, whose split list sits beside
         it, only the train split is used: a validation report must never be shown as its own example."""
         path = Path(path)
-        with open(path, encoding="utf-8") as fh:
-            records = [json.loads(line) for line in fh if line.strip()]
-        split = path.parent / OPENI_SPLIT
-        if split.is_file():
-            train = set(json.loads(split.read_text())["train"])
+        records = read_jsonl(path)
+        if (path.parent / OPENI_SPLIT).is_file():
+            train = set(split_ids("train", path.parent))
             records = [r for r in records if r.get("uid") in train]
         if all("uid" in r for r in records):
             # Identical findings are common (normal studies): ties go to the lowest index, so fix the order

@@ -1,7 +1,7 @@
-"""Real OpenI reports wrapped into HL7 v2 ORU^R01 and FHIR DiagnosticReport messages.
+"""Report records (the one JSONL reader), the OpenI reports, and OpenI wrapped into HL7 v2 and FHIR messages.
 
-Used by the demo, the benchmarks and the tests. The OpenI data is licensed for use, not redistribution, so it is
-read from ``../shared`` at run time and never copied into the repository.
+Used by evaluation, retrieval, training, the demo, the benchmarks and the tests. The OpenI data is licensed for
+use, not redistribution, so it is read from ``../shared`` at run time and never copied into the repository.
 """
 
 from __future__ import annotations
@@ -14,6 +14,18 @@ from typing import Iterator
 from .formats.hl7v2.er7 import escape
 
 OPENI_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "openi"
+OPENI_SPLIT = "split_trienes2023.json"  # the literature split (Trienes et al. 2023), beside reports.jsonl
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every record of a JSONL file, in file order (blank lines skipped). Callers filter explicitly."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def split_ids(split: str, folder: Path = OPENI_DIR) -> list[str]:
+    """Report ids of one part (``train``/``valid``) of the literature split, in its own order."""
+    return json.loads((folder / OPENI_SPLIT).read_text())[split]
 
 
 def openi_reports(split: str | None = None, folder: Path = OPENI_DIR) -> list[dict]:
@@ -21,9 +33,9 @@ def openi_reports(split: str | None = None, folder: Path = OPENI_DIR) -> list[di
     path = folder / "reports.jsonl"
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path)
     if split is not None:
-        ids = set(json.loads((folder / "split_trienes2023.json").read_text())[split])
+        ids = set(split_ids(split, folder))
         rows = [r for r in rows if r["uid"] in ids]
     return rows
 

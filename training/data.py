@@ -12,19 +12,12 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from radbridge.samples import OPENI_DIR as OPENI, openi_reports
+from radbridge.samples import OPENI_DIR as OPENI, openi_reports, split_ids
 from radbridge.textclean import CleanRules, clean_text, keep_report
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> int:
@@ -39,7 +32,7 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> int:
 
 def load_split(split: str, openi_dir: Path = OPENI) -> list[dict]:
     """Raw OpenI records of one split of the Trienes et al. 2023 split, filtered by XrayGPT's rule, in id order."""
-    ids = json.loads((openi_dir / "split_trienes2023.json").read_text())[split]
+    ids = split_ids(split, openi_dir)
     by_uid = {r["uid"]: r for r in openi_reports(folder=openi_dir)}
     fields = ("uid", "indication", "comparison", "findings", "impression")
     return [{k: by_uid[i].get(k) or "" for k in fields} for i in ids if i in by_uid and keep_report(by_uid[i])]

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Sequence
 
 from radbridge import prompt as P
+from radbridge.samples import read_jsonl
 from radbridge.textclean import CleanRules, clean_text
 
-from .data import REPO, load_split, read_jsonl
+from .data import REPO, load_split
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -118,7 +119,7 @@ def base_model_path() -> Path:
 
 
 def load_records(cfg: TrainConfig) -> list[dict]:
-    records = list(read_jsonl(Path(cfg.train_file))) if cfg.train_file else load_split("train")
+    records = read_jsonl(cfg.train_file) if cfg.train_file else load_split("train")
     return records[: cfg.limit] if cfg.limit else records
 
 

@@ -4,8 +4,10 @@ import json
 
 import pytest
 
+from radbridge.domain import Generation, ModelInfo
 from radbridge.evaluation import (
     CONSTANT_IMPRESSION,
+    PipelineDrafter,
     clinical_counts,
     clinical_f1,
     constant_drafter,
@@ -18,6 +20,7 @@ from radbridge.evaluation import (
     score,
 )
 from radbridge.retrieval import Retriever
+from radbridge.settings import Settings
 from radbridge.textclean import CleanRules, clean_text, keep_report
 
 TRAIN = [
@@ -129,12 +132,12 @@ def test_run_writes_results_json_and_is_deterministic(tmp_path):
     data, train = tmp_path / "valid.jsonl", tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(v) + "\n" for v in VALID))
     train.write_text("".join(json.dumps(t) + "\n" for t in TRAIN))
-    a = run(data, tmp_path / "a.json", baseline="retrieval", train=train)
-    b = run(data, tmp_path / "b.json", baseline="retrieval", train=train)
+    a = run(Settings(), data, tmp_path / "a.json", baseline="retrieval", train=train)
+    b = run(Settings(), data, tmp_path / "b.json", baseline="retrieval", train=train)
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["rougeL"] == a["rougeL"] == b["rougeL"]
     assert saved["drafts"][0]["draft"] == "Large right pleural effusion."
-    assert run(data, tmp_path / "c.json", baseline="constant", limit=1)["n"] == 1
+    assert run(Settings(), data, tmp_path / "c.json", baseline="constant", limit=1)["n"] == 1
     assert len(read_records(data, limit=1)) == 1
 
 
@@ -196,29 +199,66 @@ def test_compare_rescoring_two_results_files(tmp_path):
     assert out["clinical_f1"]["a"] == 1.0 and out["clinical_f1"]["b"] == 0.0
 
 
-def test_wording_policy_keeps_and_scores_what_the_model_wrote():
-    from types import SimpleNamespace
+class Writes:
+    """A generator answering normal for every report but the one with atelectasis."""
 
-    from radbridge.domain import GenerationParams
-    from radbridge.evaluation import model_drafter
+    info = ModelInfo(backend="test", base_model="test")
+
+    def generate(self, prompts, params):
+        return [Generation("Lungs are clear." if "atelectasis" not in p.user.split("Findings: ")[-1]
+                           else "Right pleural effusion.") for p in prompts]
+
+
+def _through_pipeline(template_id: str, generator=None, **kw) -> PipelineDrafter:
+    from radbridge.pipeline import Drafter
     from radbridge.prompt import PromptTemplate
 
-    class Writes:
-        """Answers every prompt with the same text: normal for the first report, abnormal for the second."""
+    drafter = Drafter(generator or Writes(), template=PromptTemplate.from_id(template_id), examples=Retriever(TRAIN))
+    return PipelineDrafter(drafter, progress=False, **kw)
 
-        def generate(self, prompts, params):
-            return [SimpleNamespace(text="Lungs are clear." if "atelectasis" not in p.user.split("Findings: ")[-1]
-                                    else "Right pleural effusion.") for p in prompts]
 
+def test_wording_policy_keeps_and_scores_what_the_model_wrote():
     records = [VALID[1], VALID[0]]
-    copy = PromptTemplate.from_id("paper-v1+examples1+copynormal")
-    result = evaluate(records, model_drafter(Writes(), copy, GenerationParams(), retriever=Retriever(TRAIN), progress=False))
+    result = evaluate(records, _through_pipeline("paper-v1+examples1+copynormal"))
     # The normal study took the nearest signed report's wording; the abnormal one kept the model's text.
     assert [d["draft"] for d in result["drafts"]] == ["No acute cardiopulmonary abnormality.", "Right pleural effusion."]
     assert result["drafts"][0]["model_draft"] == "Lungs are clear." and "model_draft" not in result["drafts"][1]
     assert result["wording_copied"] == 1
-    alone = evaluate(records, model_drafter(Writes(), PromptTemplate.from_id("paper-v1+examples1"), GenerationParams(),
-                                            retriever=Retriever(TRAIN), progress=False))
+    alone = evaluate(records, _through_pipeline("paper-v1+examples1"))
     assert "model_only" not in alone
     assert result["model_only"]["rougeL"] == alone["rougeL"] and result["model_only"]["mean_draft_words"] == 3.0
     assert result["clinical_f1"] == result["model_only"]["clinical_f1"]
+
+
+def test_eval_drafts_in_batches_through_the_pipeline_and_cleans_once():
+    seen: list[int] = []
+
+    class Labels(Writes):
+        def generate(self, prompts, params):
+            seen.append(len(prompts))
+            return [Generation("Impression: No acute disease.<|im_end|>junk") for _ in prompts]
+
+    drafts = _through_pipeline("paper-v1", Labels(), batch_size=2)(VALID + VALID[:1])
+    assert seen == [2, 1]
+    assert drafts == ["No acute disease."] * 3  # label and stop marker removed by the core
+
+
+def test_eval_cli_reads_settings_once_with_options_as_overrides(tmp_path, monkeypatch):
+    import radbridge.evaluation as evaluation
+    from typer.testing import CliRunner
+
+    from radbridge.cli import app
+
+    got = {}
+    monkeypatch.setattr(evaluation, "run", lambda settings, *a, **kw: got.setdefault("s", settings) and {})
+    monkeypatch.setattr(evaluation, "summary_line", lambda result: "ok")
+    data = tmp_path / "v.jsonl"
+    data.write_text(json.dumps(VALID[0]) + "\n")
+    monkeypatch.setenv("RADBRIDGE_MAX_NEW_TOKENS", "77")
+    args = ["eval", "--data", str(data), "--out", str(tmp_path / "o.json")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert got.pop("s").max_new_tokens == 77  # the service's setting, not an eval-only default
+    assert CliRunner().invoke(app, args + ["--max-new-tokens", "12", "--adapter", "none", "--template",
+                                           "paper-v1+fwords60"]).exit_code == 0
+    s = got["s"]
+    assert (s.max_new_tokens, s.no_adapter, s.adapter, s.prompt_template) == (12, True, None, "paper-v1+fwords60")
