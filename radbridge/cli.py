@@ -156,10 +156,14 @@ def eval_cmd(
     settings = _settings(backend=backend, model_url=url, adapter=None if no_adapter else adapter, no_adapter=no_adapter,
                          prompt_template=template, max_new_tokens=max_new_tokens, examples_file=train,
                          local_batch_size=batch_size, batch_size=batch_size)
-    result = run(settings, data, out, limit=limit, baseline=baseline, train=train, batch_size=batch_size)
+    generator = None if baseline else build_generator(settings, retry=RetryPolicy.from_settings(settings))
+    result = run(settings, data, out, limit=limit, baseline=baseline, train=train, batch_size=batch_size,
+                 generator=generator)
     typer.echo(summary_line(result))
 
 
 def main() -> None:  # pragma: no cover
     logging.captureWarnings(True)
     app()
+    from .bootstrap import build_generator
+    from .retry import RetryPolicy

@@ -420,3 +420,19 @@ def test_cli_check_retries_an_unreachable_server_but_not_the_silent_adapter_fall
     assert result.exit_code == 1
     assert json.loads(result.stdout.splitlines()[-1])["error"] == "adapter_mismatch"
     assert len(fallback.posts("/generate")) == 3  # base, base again, adapter: one probe each, no retries
+
+
+def test_cli_eval_retries_the_model_server_up_to_max_retries(serve, tmp_path):
+    data = tmp_path / "reports.jsonl"
+    data.write_text(json.dumps({"id": "r1", "findings": "Lungs are clear. No effusion.",
+                                "impression": "No acute disease."}) + "\n")
+    srv = serve(_down_then_up(1, lambda m, p, b: (200, _generate_ok(b), 0)))
+    out = tmp_path / "results.json"
+    result = _cli(["eval", "--data", data, "--out", out, "--backend", "tgi", "--url", srv.url, "--adapter", "rad"],
+                  retries=1)
+    assert result.exit_code == 0, result.output
+    assert len(srv.posts("/generate")) == 2 and out.is_file()
+
+    still_down = serve(_down_then_up(2, lambda m, p, b: (200, _generate_ok(b), 0)))
+    result = _cli(["eval", "--data", data, "--out", out, "--backend", "tgi", "--url", still_down.url], retries=1)
+    assert isinstance(result.exception, GeneratorUnavailable) and len(still_down.posts("/generate")) == 2
