@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite (unit + integration on the real broker, model and FHIR server).
+# Set up and run the tests: all of them (unit + integration on the real broker, model and FHIR server) by default,
+# or the paths and pytest options given (`make test-unit` passes tests/unit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1

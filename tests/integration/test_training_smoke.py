@@ -1,14 +1,19 @@
-"""Training end to end on a handful of real OpenI reports: a few LoRA steps, a resume, and a reload."""
+"""Training end to end on a handful of real OpenI reports: a few LoRA steps, a resume, and a reload.
+
+Each test loads and trains the real model (20-120 s each on 2 cores), so they belong to the integration tier;
+the model-free training tests are in tests/unit/test_training_data.py.
+"""
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+from training.data import load_split
+from training.train import TrainConfig, build_examples, load_model, train
 
-from training.data import OPENI, load_split  # noqa: E402
-from training.train import TrainConfig, build_examples, load_model, parser, train  # noqa: E402
+pytestmark = pytest.mark.integration
 
 
 def _config(tmp_path: Path, **kw) -> TrainConfig:
@@ -16,13 +21,6 @@ def _config(tmp_path: Path, **kw) -> TrainConfig:
     base = dict(output_dir=str(tmp_path / "run"), limit=2, max_findings_words=12, effective_batch=2, micro_batch=2,
                 learning_rate=1e-3, max_steps=1, save_every=1)
     return TrainConfig(**{**base, **kw})
-
-
-def test_openi_split_is_read_from_shared_and_cleaned():
-    assert (OPENI / "reports.jsonl").is_file(), "CI must have ../shared beside the clone"
-    valid = load_split("valid")
-    assert len(valid) == 327
-    assert all(len(r["findings"].split()) >= 10 and len(r["impression"].split()) >= 2 for r in valid)
 
 
 def test_loss_is_on_the_impression_and_end_of_turn_only(tmp_path):
@@ -119,21 +117,3 @@ def test_top_layer_adapter_ships_full_depth_with_the_same_outputs(tmp_path):
         with torch.no_grad():
             outputs.append(model(input_ids=ids).logits)
     assert torch.equal(outputs[0], outputs[1])
-
-
-def test_abnormal_reports_are_seen_more_often_when_asked():
-    from training.train import epoch_pool
-
-    records = [{"findings": "", "impression": "No acute cardiopulmonary abnormality."},
-               {"findings": "", "impression": "Small left pleural effusion."},
-               {"findings": "", "impression": "No pneumothorax or effusion."},
-               {"findings": "", "impression": "Cardiomegaly. No edema."}]
-    assert epoch_pool(TrainConfig(), records) == [0, 1, 2, 3]
-    assert epoch_pool(TrainConfig(abnormal_weight=3), records) == [0, 1, 2, 3, 1, 3, 1, 3]
-
-
-def test_every_set_override_is_kept():
-    # Repeating --set used to keep only the last one, silently (a whole run trained with the config's weight).
-    args = parser().parse_args(["--set", "abnormal_weight=6", "--set", "output_dir=runs/x", "epochs=1"])
-    cfg = TrainConfig.load(Path(__file__).parents[2] / "training" / "configs" / "best.json", args.set)
-    assert (cfg.abnormal_weight, cfg.output_dir, cfg.epochs) == (6, "runs/x", 1)
