@@ -120,19 +120,34 @@ def serve_model(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8080),
     lora_adapters: Optional[str] = typer.Option(
-        None, envvar="LORA_ADAPTERS", help="name=/path,... like TGI's LORA_ADAPTERS; default: radiology=model/"
+        None, envvar="LORA_ADAPTERS",
+        help="name=/path,... like TGI's LORA_ADAPTERS; default: radiology=RADBRIDGE_ADAPTER (local) or model/",
     ),
-    max_batch_size: int = typer.Option(8, help="concurrent requests generated together"),
+    max_batch_size: Optional[int] = typer.Option(
+        None, help="concurrent requests generated together; default: RADBRIDGE_LOCAL_BATCH_SIZE"
+    ),
+    batch_wait_ms: float = typer.Option(5.0, help="how long the first waiting request waits for others"),
     max_concurrent_requests: int = typer.Option(128, help="more in flight: 429 overloaded, as TGI"),
+    max_total_tokens: int = typer.Option(2048, help="prompt + new tokens per request, as TGI"),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
+    log_level: Optional[str] = typer.Option(None, help="default: RADBRIDGE_LOG_LEVEL"),
 ) -> None:
     """Serve the local model over TGI's HTTP protocol (/generate, /v1/chat/completions, /info, /health)."""
     from .adapters.model.server import parse_adapters, serve
-    from .settings import SHIPPED_MODEL_DIR
+    from .bootstrap import _local_adapter
 
-    adapters = parse_adapters(lora_adapters) if lora_adapters else (
-        {"radiology": str(SHIPPED_MODEL_DIR)} if (SHIPPED_MODEL_DIR / "adapter_config.json").is_file() else {}
-    )
-    serve(host, port, adapters, max_batch_size=max_batch_size, max_concurrent_requests=max_concurrent_requests)
+    settings = _settings(local_batch_size=max_batch_size, log_level=log_level)
+    _configure_logging(settings.log_level)
+    if lora_adapters:
+        adapters = parse_adapters(lora_adapters)
+    else:
+        # RADBRIDGE_ADAPTER names a folder only for the local backend (for tgi/openai: an id on another server)
+        local = settings if settings.backend == "local" else settings.model_copy(update={"adapter": None})
+        folder = _local_adapter(local)
+        adapters = {"radiology": str(folder)} if folder else {}
+    serve(host, port, adapters, max_batch_size=settings.local_batch_size, batch_wait_ms=batch_wait_ms,
+          max_concurrent_requests=max_concurrent_requests, max_total_tokens=max_total_tokens, threads=threads,
+          log_level=settings.log_level)
 
 
 @app.command("eval")

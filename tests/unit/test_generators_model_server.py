@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -270,3 +271,83 @@ def test_parse_adapters_uses_tgi_syntax():
     assert parse_adapters("") == {}
     with pytest.raises(ValueError):
         parse_adapters("org/hub-adapter")
+
+
+# ---- `radbridge serve-model`, the one command line (`python -m radbridge.adapters.model.server` runs it too) ----
+
+
+@pytest.fixture
+def serve_calls(monkeypatch):
+    """The command's arguments to ``serve`` and its logging level, without starting a server."""
+    import radbridge.adapters.model.server as server
+    import radbridge.cli as cli
+
+    for name in [k for k in os.environ if k.startswith("RADBRIDGE_") or k == "LORA_ADAPTERS"]:
+        monkeypatch.delenv(name)
+    calls = []
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(cli, "_configure_logging", lambda level: calls.append(("logging", level)))
+    return calls
+
+
+def serve_model(*args):
+    from typer.testing import CliRunner
+
+    from radbridge.cli import app
+
+    return CliRunner().invoke(app, ["serve-model", *map(str, args)])
+
+
+def test_serve_model_reads_settings_at_its_edge(serve_calls, monkeypatch):
+    monkeypatch.setenv("RADBRIDGE_LOCAL_BATCH_SIZE", "3")
+    monkeypatch.setenv("RADBRIDGE_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("RADBRIDGE_NO_ADAPTER", "true")
+    result = serve_model("--port", 9123)
+    assert result.exit_code == 0, result.output
+    logging_call, ((host, port, adapters), kwargs) = serve_calls
+    assert logging_call == ("logging", "WARNING")
+    assert (host, port, adapters) == ("127.0.0.1", 9123, {})
+    assert kwargs == dict(max_batch_size=3, batch_wait_ms=5.0, max_concurrent_requests=128, max_total_tokens=2048,
+                          threads=None, log_level="WARNING")
+
+
+def test_serve_model_options_override_settings(serve_calls, monkeypatch, tmp_path):
+    monkeypatch.setenv("RADBRIDGE_LOCAL_BATCH_SIZE", "3")
+    monkeypatch.setenv("RADBRIDGE_LOG_LEVEL", "WARNING")
+    result = serve_model("--host", "0.0.0.0", "--lora-adapters", f"rad={tmp_path}", "--max-batch-size", 5,
+                         "--batch-wait-ms", 20, "--max-concurrent-requests", 7, "--max-total-tokens", 512,
+                         "--threads", 1, "--log-level", "debug")
+    assert result.exit_code == 0, result.output
+    logging_call, ((host, _, adapters), kwargs) = serve_calls
+    assert logging_call == ("logging", "debug") and host == "0.0.0.0" and adapters == {"rad": str(tmp_path)}
+    assert kwargs == dict(max_batch_size=5, batch_wait_ms=20.0, max_concurrent_requests=7, max_total_tokens=512,
+                          threads=1, log_level="debug")
+
+
+def test_serve_model_adapters_from_tgi_variable_or_settings(serve_calls, monkeypatch, tmp_path):
+    from radbridge.settings import SHIPPED_MODEL_DIR
+
+    def adapters_served(*args) -> dict:
+        serve_calls.clear()
+        result = serve_model(*args)
+        assert result.exit_code == 0, result.output
+        return serve_calls[-1][0][2]
+
+    assert adapters_served() == {"radiology": str(SHIPPED_MODEL_DIR)}
+    # the service's env file names the adapter served by a tgi server: not a folder, so the shipped one is served
+    monkeypatch.setenv("RADBRIDGE_BACKEND", "tgi")
+    monkeypatch.setenv("RADBRIDGE_ADAPTER", "radiology")
+    assert adapters_served() == {"radiology": str(SHIPPED_MODEL_DIR)}
+    (tmp_path / "adapter_config.json").write_text("{}")
+    monkeypatch.setenv("RADBRIDGE_BACKEND", "local")
+    monkeypatch.setenv("RADBRIDGE_ADAPTER", str(tmp_path))
+    assert adapters_served() == {"radiology": str(tmp_path)}
+    monkeypatch.setenv("LORA_ADAPTERS", "a=/x,b=/y")
+    assert adapters_served() == {"a": "/x", "b": "/y"}
+
+
+def test_serve_model_refuses_an_adapter_folder_that_is_not_peft(serve_calls, monkeypatch, tmp_path):
+    monkeypatch.setenv("RADBRIDGE_ADAPTER", str(tmp_path))
+    result = serve_model()
+    assert result.exit_code != 0 and "adapter_config.json" in str(result.exception)
+    assert not [call for call in serve_calls if call[0] != "logging"]
