@@ -5,6 +5,7 @@ Nothing connects or loads a model at import time; everything is built here on re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .domain import GenerationParams
@@ -13,6 +14,7 @@ from .pipeline import Drafter, Mode
 from .ports import ExampleSource, FhirStore, Generator
 from .prompt import DEFAULT_TEMPLATE, PromptTemplate
 from .retry import RetryingGenerator, RetryPolicy
+from .scope import Scope
 from .settings import SHIPPED_MODEL_DIR, Settings
 
 
@@ -89,6 +91,39 @@ def build_examples(settings: Settings, template: PromptTemplate) -> ExampleSourc
     return ExampleIndex.from_jsonl(Path(path), template.rules)
 
 
+def _manifest_path(settings: Settings) -> Path | None:
+    """The manifest whose scope applies: the local adapter's; for a model server, the one settings name or the
+    shipped one (the adapter a site serves is the shipped one unless it says otherwise)."""
+    if settings.backend == "instant":
+        return settings.manifest_file
+    if settings.backend == "local":
+        adapter = _local_adapter(settings)
+        return adapter / "manifest.json" if adapter is not None and (adapter / "manifest.json").is_file() else None
+    if settings.manifest_file is not None:
+        if not settings.manifest_file.is_file():
+            raise ConfigurationError(f"RADBRIDGE_MANIFEST_FILE {settings.manifest_file} does not exist")
+        return settings.manifest_file
+    shipped = SHIPPED_MODEL_DIR / "manifest.json"
+    return shipped if shipped.is_file() else None
+
+
+def build_scope(settings: Settings) -> Scope:
+    """The adapter's declared scope, widened or narrowed by the site's settings."""
+    path = _manifest_path(settings)
+    declared = None
+    if path is not None:
+        try:
+            declared = json.loads(path.read_text(encoding="utf-8")).get("scope")
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"{path}: cannot read the adapter's scope ({type(exc).__name__})") from None
+    if declared is None and (settings.scope_codes or settings.scope_unknown):
+        declared = {}  # a site may declare a scope for a model whose manifest has none
+    return Scope.from_manifest(
+        declared, extra_codes=settings.scope_codes, excluded_codes=settings.scope_excluded_codes,
+        unknown=settings.scope_unknown,
+    )
+
+
 def build_drafter(settings: Settings, generator: Generator | None = None) -> Drafter:
     template = prompt_template(settings)
     return Drafter(
@@ -99,6 +134,7 @@ def build_drafter(settings: Settings, generator: Generator | None = None) -> Dra
         output_status=settings.output_status,
         examples=build_examples(settings, template),
         emit_oru=settings.emit_oru,
+        scope=build_scope(settings),
     )
 
 

@@ -66,6 +66,10 @@ class Report:
     patient_reference: str | None = None  # literal FHIR reference, when the source had one
     identifiers: tuple[Identifier, ...] = ()  # accession, placer/filler order numbers, report ids
     based_on: tuple[str, ...] = ()  # FHIR references to the order(s) (ServiceRequest/...)
+    # The source report itself: "DiagnosticReport/<id>", or its fullUrl inside a Bundle (FHIR sources only).
+    report_reference: str | None = None
+    encounter_reference: str | None = None  # FHIR DiagnosticReport.encounter
+    imaging_studies: tuple[str, ...] = ()  # FHIR DiagnosticReport.imagingStudy references
     effective: datetime | None = None  # OBR-7 / effectiveDateTime
     modality: str | None = None  # OBR-24 diagnostic service section, e.g. "RAD", "CT"
     indication: str | None = None
@@ -91,6 +95,7 @@ class SkipReason(str, Enum):
     NOT_A_RESULT = "not_a_result"
     NO_FINDINGS = "no_findings"
     ALREADY_SIGNED = "already_signed"
+    OUT_OF_SCOPE = "out_of_scope"  # an exam the model was not trained for (radbridge.scope)
     CLOSED = "cancelled"
 
 
@@ -146,6 +151,8 @@ class Draft:
     params: GenerationParams
     finish_reason: str | None = None
     extra: dict = field(default_factory=dict)
+    # What radbridge.verify found wrong with the draft against its own findings (radbridge.verify.Flag).
+    flags: tuple = ()
     # What the model wrote (cleaned), when a wording policy replaced it with an example's impression: evaluation
     # scores the model alone too. Not written to any output.
     model_text: str | None = None

@@ -19,6 +19,10 @@ NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:radbridge")
 DRAFT_SYSTEM = "urn:radbridge:draft"
 SOURCE_SYSTEM = "urn:radbridge:source-sha256"
 DEVICE_SYSTEM = "urn:radbridge:device"
+#: Code system of the draft checker's findings (radbridge.verify.FlagKind values), and their identifiers.
+CHECK_SYSTEM = "urn:radbridge:draft-check"
+#: Identifier system of a model card (value: the adapter's sha256, else the base model's).
+MODEL_CARD_SYSTEM = "urn:radbridge:model-card"
 
 
 def resource_uuid(report_key: str, resource_type: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Callable, Literal, Sequence
@@ -20,6 +20,8 @@ from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_compl
 from .formats.fhir.writer import build_bundle
 from .formats.hl7v2.writer import build_oru
 from .reading import read_message, split_payload
+from .scope import Scope
+from .verify import check
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class _Pending:
     format: str | None = None
     error: PermanentError | None = None
     drafts: list[Draft] = field(default_factory=list)
+    scope_rules: dict[str, str] = field(default_factory=dict)  # report key -> the scope rule that let it draft
 
 
 class Drafter:
@@ -97,6 +100,8 @@ class Drafter:
         output_status: Literal["preliminary", "partial"] = "preliminary",
         examples: ExampleSource | None = None,
         emit_oru: bool = False,
+        scope: Scope = Scope(),
+        verify: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         if template.n_examples and examples is None:
@@ -108,6 +113,8 @@ class Drafter:
         self.output_status = output_status
         self.examples = examples
         self.emit_oru = emit_oru
+        self.scope = scope
+        self.verify = verify
         self.clock = clock
 
     # -- reading and policy ------------------------------------------------------------------------------
@@ -123,8 +130,8 @@ class Drafter:
                         pending.message_ids.append(item.source.message_id)
                     if isinstance(item, Skipped):
                         pending.skipped.append(item)
-                    elif (reason := self._policy_skip(item)) is not None:
-                        pending.skipped.append(Skipped(item.source, reason, f"status {item.status}"))
+                    elif (skip := self._policy_skip(item, pending)) is not None:
+                        pending.skipped.append(skip)
                     else:
                         pending.reports.append(item)
         except PermanentError as exc:
@@ -136,11 +143,17 @@ class Drafter:
             pending.reports.clear()
         return pending
 
-    def _policy_skip(self, report: Report) -> SkipReason | None:
+    def _policy_skip(self, report: Report, pending: _Pending) -> Skipped | None:
         if report.status in CLOSED_STATUSES:
-            return SkipReason.CLOSED
+            return Skipped(report.source, SkipReason.CLOSED, f"status {report.status}")
         if self.mode is Mode.LIVE and report.is_signed:
-            return SkipReason.ALREADY_SIGNED
+            return Skipped(report.source, SkipReason.ALREADY_SIGNED, f"status {report.status}")
+        if self.scope.declared:
+            decision = self.scope.decide(report)
+            if not decision.in_scope:
+                # not malformed: an exam this model was not trained for (never the dead-letter topic)
+                return Skipped(report.source, SkipReason.OUT_OF_SCOPE, decision.detail)
+            pending.scope_rules[report.source.key] = decision.rule
         return None
 
     def prompt_for(self, report: Report) -> Prompt:
@@ -167,6 +180,7 @@ class Drafter:
         for report, prompt, gen in zip(reports, prompts, generations):
             completion = clean_completion(gen.text)
             text, source = settle(self.template, prompt, completion)
+            flags = check(text, report.findings).flags if self.verify and text else ()
             drafts.append(
                 Draft(
                     report=report,
@@ -178,6 +192,7 @@ class Drafter:
                     extra={} if source is None else {"wording": "nearest-example", "example_similarity": source.similarity,
                                                      "example_ref": source.ref},
                     model_text=None if source is None else completion,
+                    flags=flags,
                 )
             )
         return drafts
@@ -191,7 +206,8 @@ class Drafter:
                 if not d.impression:
                     p.error = PermanentError("the model produced an empty impression")
                     continue
-                p.drafts.append(d)
+                rule = p.scope_rules.get(d.report.source.key)
+                p.drafts.append(replace(d, extra={**d.extra, "scope_rule": rule}) if rule else d)
 
     def process(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         """Draft a batch. Retryable errors (model or store down) propagate for the whole batch.

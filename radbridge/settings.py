@@ -73,6 +73,28 @@ class Settings(BaseSettings):
         default=None, description="JSONL of signed reports (findings, impression) for example-based prompts"
     )
 
+    # --- clinical safety ---------------------------------------------------------------------------------
+    manifest_file: Path | None = Field(
+        default=None,
+        description="tgi/openai: manifest.json of the adapter the server serves (its scope applies); "
+        "default: the shipped model/manifest.json",
+    )
+    scope_codes: Annotated[list[str], NoDecode] = Field(
+        default=[], description="comma-separated procedure codes ('system|code' or 'code') drafted besides the manifest's"
+    )
+    scope_excluded_codes: Annotated[list[str], NoDecode] = Field(
+        default=[], description="comma-separated procedure codes never drafted, even if the manifest lists them"
+    )
+    scope_unknown: Literal["skip", "draft"] | None = Field(
+        default=None, description="a report whose exam no scope rule decides: skip or draft (default: the manifest's)"
+    )
+    on_flag: Literal["send", "hold"] = Field(
+        default="send", description="a draft the checker flagged: send it with its DetectedIssues, or hold it"
+    )
+    review_topic: str = Field(
+        default="radiology.drafts.review", description="held (flagged) drafts go here instead of the output topic"
+    )
+
     # --- output ------------------------------------------------------------------------------------------
     mode: Literal["live", "replay"] = "live"
     output_status: Literal["preliminary", "partial"] = "preliminary"
@@ -93,7 +115,7 @@ class Settings(BaseSettings):
             self.emit_oru = True
         return self
 
-    @field_validator("input_topics", mode="before")
+    @field_validator("input_topics", "scope_codes", "scope_excluded_codes", mode="before")
     @classmethod
     def _split_topics(cls, value: object) -> object:
         if isinstance(value, str):

@@ -174,3 +174,23 @@ def test_reports_from_the_readers_are_accepted_by_the_server(store, path):
     stored = [store.read(t, i) for _, t, i in ids if t == "DiagnosticReport"]
     assert [dr["conclusion"] for dr in stored] == [f"Draft {i}." for i in range(len(reports))]
     assert all(dr["status"] == "preliminary" for dr in stored)
+
+
+def test_checker_flags_are_stored_as_detected_issues_implicating_the_stored_draft(store):
+    from radbridge.ids import CHECK_SYSTEM
+    from radbridge.verify import check
+
+    d = draft("flagged", impression="Right pleural effusion.")
+    d = replace(d, flags=check(d.impression, "Large left pleural effusion.").flags)
+    bundle = build_bundle([d], recorded=RECORDED)
+    first = _ids(store.transact(bundle))
+    dr_id = next(rid for status, rtype, rid in first if rtype == "DiagnosticReport")
+    (issue_id,) = [rid for status, rtype, rid in first if rtype == "DetectedIssue"]
+    issue = store.read("DetectedIssue", issue_id)
+    assert issue["code"]["coding"][0] == {"system": CHECK_SYSTEM, "code": "laterality", "display": "Laterality conflict"}
+    assert issue["severity"] == "high" and issue["status"] == "preliminary"
+    assert issue["implicated"] == [{"reference": f"DiagnosticReport/{dr_id}"}]  # the server resolved our urn:uuid
+    # a redelivery of the same Bundle creates no second issue (conditional create on the issue's identifier)
+    store.transact(bundle)
+    tag = issue["meta"]["tag"][0]
+    assert len(store.search("DetectedIssue", {"_tag": f"{tag['system']}|{tag['code']}"})) == 1

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from radbridge.formats.fhir.writer import GENERATION_EXT, build_bundle, bundle_bytes, validate_bundle
 from radbridge.domain import Coding, Draft, GenerationParams, Identifier, ModelInfo, Report, SourceRef
 from radbridge.errors import ConfigurationError, UnsupportedContent
-from radbridge.ids import DRAFT_SYSTEM, SOURCE_SYSTEM, device_id, message_control_id, resource_uuid
+from radbridge.ids import DRAFT_SYSTEM, MODEL_CARD_SYSTEM, SOURCE_SYSTEM, device_id, message_control_id, resource_uuid
 
 RECORDED = datetime(2025, 3, 4, 10, 30, tzinfo=timezone.utc)
 FINDINGS = "Heart size is normal. The lungs are clear without focal consolidation."
@@ -175,10 +175,15 @@ def test_provenance_names_model_adapter_template_and_parameters():
     assert agent["type"]["coding"][0]["code"] == "author"
     assert agent["who"]["reference"] == device_entry["fullUrl"]
     assert prov["policy"] == ["urn:radbridge:prompt-template:paper-v1+indication"]
-    (entity,) = prov["entity"]
-    assert entity["role"] == "source"
-    assert entity["what"]["identifier"] == {"system": SOURCE_SYSTEM, "value": d.report.source.sha256}
-    assert entity["what"]["display"] == "HL7v2 ORU^R01 MSG00042 report 1"
+    message, *report_ids, card = prov["entity"]
+    assert message["role"] == "source"
+    assert message["what"]["identifier"] == {"system": SOURCE_SYSTEM, "value": d.report.source.sha256}
+    assert message["what"]["display"] == "HL7v2 ORU^R01 MSG00042 report 1"
+    # an HL7 v2 source report has no FHIR address: the Provenance carries its identifiers (accession first)
+    assert [e["what"]["identifier"]["value"] for e in report_ids] == ["ACC-9", "ORD-1", "RPT-7"]
+    assert all(e["role"] == "source" and e["what"]["type"] == "DiagnosticReport" for e in report_ids)
+    assert card["role"] == "derivation"
+    assert card["what"]["identifier"] == {"system": MODEL_CARD_SYSTEM, "value": "b" * 64}
 
     (ext,) = prov["extension"]
     assert ext["url"] == GENERATION_EXT
@@ -197,6 +202,9 @@ def test_provenance_names_model_adapter_template_and_parameters():
         "model-server": "3.3.6",
     }
     assert device_entry["request"] == {"method": "PUT", "url": f"Device/{device['id']}"}
+    # AI Transparency on FHIR: an AI Device, pointing at its model card
+    assert device["type"]["coding"][0]["code"] == "Artificial-Intelligence"
+    assert device["extension"][0]["valueReference"]["identifier"]["value"] == "b" * 64
 
 
 def test_conditional_requests():
@@ -289,3 +297,32 @@ def test_ids_are_frozen():
     assert resource_uuid("0123456789abcdef0123456789abcdef-0", "DiagnosticReport") == "9f42b047-1d09-530d-a4f0-61eb3f354da5"
     assert device_id(ModelInfo(backend="local", base_model="m")) == "93ca5b18-a721-5d53-a6af-bc168e7192f0"
     assert message_control_id("0123456789abcdef0123456789abcdef-0") == "RB83ae7c4b67577cce7c"
+
+
+def test_fhir_source_report_is_referenced_and_its_encounter_and_study_carried():
+    d = make_draft(report_reference="DiagnosticReport/src-1", encounter_reference="Encounter/e-9",
+                   imaging_studies=("ImagingStudy/s-3", "urn:uuid:0000"))
+    bundle = build_bundle([d], recorded=RECORDED, validate=True)
+    (dr,) = resources(bundle, "DiagnosticReport")
+    assert dr["encounter"] == {"reference": "Encounter/e-9"}
+    assert dr["imagingStudy"] == [{"reference": "ImagingStudy/s-3"}]  # a Bundle-local urn means nothing outside it
+    (prov,) = resources(bundle, "Provenance")
+    assert {"role": "source", "what": {"reference": "DiagnosticReport/src-1"}} in prov["entity"]
+
+
+def test_each_checker_flag_is_a_detected_issue_implicating_the_draft():
+    from radbridge.verify import check
+
+    flags = check("Right pleural effusion.", "Large left pleural effusion. Small right apical pneumothorax.").flags
+    d = replace(make_draft(impression="Right pleural effusion."), flags=flags)
+    bundle = build_bundle([d], recorded=RECORDED, validate=True)
+    (dr_entry,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    issues = resources(bundle, "DetectedIssue")
+    assert [(i["code"]["coding"][0]["code"], i["severity"]) for i in issues] == [
+        ("laterality", "high"), ("omission", "moderate")
+    ]
+    for issue in issues:
+        assert issue["implicated"] == [{"reference": dr_entry["fullUrl"]}]
+        assert issue["status"] == "preliminary" and "effusion" not in issue["detail"].split(":")[0]
+        assert "Large" not in issue["detail"] and "apical" not in issue["detail"]
+    assert resources(build_bundle([make_draft()], recorded=RECORDED), "DetectedIssue") == []

@@ -135,3 +135,17 @@ def test_uri_identifiers_and_sending_application():
 )
 def test_escape(text, expected):
     assert escape(text) == expected
+
+
+def test_checker_flags_become_nte_segments_after_the_draft():
+    from dataclasses import replace as _replace
+
+    from radbridge.verify import check
+
+    d = make_draft()
+    flagged = _replace(d, impression="Right pleural effusion.",
+                       flags=check("Right pleural effusion.", "Large left pleural effusion.").flags)
+    segments = build_oru(flagged, recorded=RECORDED).decode().split("\r")
+    notes = [s for s in segments if s.startswith("NTE|")]
+    assert len(notes) == 2 and notes[1].startswith("NTE|2|O|CHECK HIGH laterality: ") and notes[1].endswith("|RE")
+    assert [s for s in build_oru(d, recorded=RECORDED).decode().split("\r") if s.startswith("NTE|")] == [notes[0]]

@@ -107,7 +107,7 @@ _LABEL_SECTIONS = (
 _MAPPED_KEYS = frozenset(
     {"resourceType", "id", "meta", "identifier", "basedOn", "status", "category", "code", "subject",
      "effectiveDateTime", "effectivePeriod", "issued", "result", "presentedForm", "conclusion", "conclusionCode",
-     "contained", "text", "imagingStudy", "media", "language"}
+     "contained", "text", "imagingStudy", "media", "language", "encounter"}
 )
 
 # Trailing sign-off lines: they name people, carry no findings and would leak into prompts.
@@ -312,8 +312,13 @@ def _read_report(dr: dict, where: str, index: int, msg: _Message, entry_index: i
     for i, media in enumerate(dr.get("media") or []):
         ref = _get(media, "link", "reference")
         unmapped.append(f"DiagnosticReport.media[{i}] {_ref_name(ref) or 'link'}: image, not read")
+    studies: list[str] = []
     for i, study in enumerate(dr.get("imagingStudy") or []):
-        unmapped.append(f"DiagnosticReport.imagingStudy[{i}] {_ref_name(study.get('reference')) or 'display only'}: not read")
+        ref = study.get("reference") if isinstance(study, dict) else None
+        if isinstance(ref, str) and ref:
+            studies.append(ref)  # carried onto the draft so it attaches to the same study
+        else:
+            unmapped.append(f"DiagnosticReport.imagingStudy[{i}] display only: not linked")
     unmapped.extend(ctx.unused_contained())
     unmapped.extend(ctx.unused_entries())
 
@@ -332,6 +337,9 @@ def _read_report(dr: dict, where: str, index: int, msg: _Message, entry_index: i
         patient_reference=patient_ref,
         identifiers=tuple(identifiers),
         based_on=tuple(based_on),
+        report_reference=_self_reference(dr, msg, entry_index),
+        encounter_reference=_str(_get(dr, "encounter", "reference")),
+        imaging_studies=tuple(studies),
         effective=_instant(dr.get("effectiveDateTime")) or _instant(_get(dr, "effectivePeriod", "start")),
         modality=_modality(dr),
         indication=fields.get("indication"),
@@ -598,6 +606,16 @@ def _radiology(dr: dict) -> tuple[bool, str]:
         return True, "imagingStudy"
     cats = ", ".join(filter(None, (_coding_label(c) for c in categories))) or "none"
     return False, f"category {cats}; code {_codes(code) or 'uncoded'}"
+
+
+def _self_reference(dr: dict, msg: _Message, entry_index: int | None) -> str | None:
+    """How the draft points back at this report: ``DiagnosticReport/<id>``, else its entry's fullUrl."""
+    rid = _str(dr.get("id"))
+    if rid:
+        return f"DiagnosticReport/{rid}"
+    if entry_index is not None and entry_index < len(msg.entries):
+        return _str(msg.entries[entry_index].get("fullUrl"))
+    return None
 
 
 def _modality(dr: dict) -> str | None:

@@ -57,7 +57,7 @@ from typing import Any, Literal, Sequence
 from ... import __version__
 from ...domain import Coding, Draft, Identifier, Report
 from ...errors import ConfigurationError, UnsupportedContent
-from ...ids import DEVICE_SYSTEM, DRAFT_SYSTEM, SOURCE_SYSTEM, device_id, resource_uuid
+from ...ids import CHECK_SYSTEM, DEVICE_SYSTEM, DRAFT_SYSTEM, MODEL_CARD_SYSTEM, SOURCE_SYSTEM, device_id, resource_uuid
 from ..hl7v2.codes import CODING_SYSTEMS
 
 OutputStatus = Literal["preliminary", "partial"]
@@ -85,6 +85,13 @@ AUTHOR_TYPE = {
     ]
 }
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+# HL7 AI Transparency on FHIR (STU1 ballot, R4): the AI Device type and the Device's model-card extension.
+AI_DEVICE_TYPE = {
+    "system": "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AIdeviceTypeCS",
+    "code": "Artificial-Intelligence",
+}
+MODEL_CARD_EXT = "http://hl7.org/fhir/uv/aitransparency/StructureDefinition/aitransparency.modelCardDescription"
+DERIVATION_ROLE = "derivation"  # the IG's role for the model card an AI ran under (R5 would say instantiates)
 REVIEW_NOTICE = "AI-generated draft; requires radiologist review."
 GENERATION_EXT = "urn:radbridge:fhir:extension:generation-parameters"
 PROMPT_POLICY_PREFIX = "urn:radbridge:prompt-template:"
@@ -140,6 +147,7 @@ def build_bundle(
                 "request": {"method": "POST", "url": "Provenance", "ifNoneExist": f"_tag={DRAFT_SYSTEM}|{key}"},
             }
         )
+        entries.extend(_detected_issue_entry(draft, flag, dr_url, issued) for flag in draft.flags)
     entries.extend(devices.values())
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     if validate:
@@ -185,9 +193,45 @@ def _diagnostic_report(draft: Draft, status: str, issued: str) -> dict:
     subject = _subject(report)
     if subject:
         dr["subject"] = subject
+    if _portable(report.encounter_reference):
+        dr["encounter"] = {"reference": report.encounter_reference}
+    studies = [{"reference": ref} for ref in report.imaging_studies if _portable(ref)]
+    if studies:
+        dr["imagingStudy"] = studies
     if report.effective is not None:
         dr["effectiveDateTime"] = _datetime(report.effective)
     return dr
+
+
+def _detected_issue_entry(draft: Draft, flag: Any, dr_url: str, identified: str) -> dict:
+    """One problem radbridge.verify found in the draft: a DetectedIssue implicating the draft report.
+
+    ``detail`` names the observation and sides, never report text. Conditional create on its own tag, like the
+    Provenance: a redelivery adds nothing.
+    """
+    key = draft.report.source.key
+    ident = f"{key}/{flag.kind.value}/{flag.observation.lower().replace(' ', '-')}"  # a search value: no spaces
+    issue: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "meta": {"security": [AIAST], "tag": [{"system": CHECK_SYSTEM, "code": ident}]},
+        "identifier": [{"system": CHECK_SYSTEM, "value": ident}],
+        "status": "preliminary",
+        "code": {"coding": [{"system": CHECK_SYSTEM, "code": flag.kind.value, "display": flag.title}], "text": flag.title},
+        "severity": flag.severity,
+        "identifiedDateTime": identified,
+        "implicated": [{"reference": dr_url}],
+        "detail": flag.detail,
+    }
+    subject = _subject(draft.report)
+    if subject:
+        issue["patient"] = subject
+    return {
+        "fullUrl": "urn:uuid:" + resource_uuid(ident, "DetectedIssue"),
+        "resource": issue,
+        # _tag, like the Provenance: every server supports it on every resource (sekmet has no DetectedIssue
+        # identifier search parameter)
+        "request": {"method": "POST", "url": "DetectedIssue", "ifNoneExist": f"_tag={CHECK_SYSTEM}|{ident}"},
+    }
 
 
 def _provenance(draft: Draft, dr_url: str, device_url: str, recorded: str) -> dict:
@@ -210,9 +254,29 @@ def _provenance(draft: Draft, dr_url: str, device_url: str, recorded: str) -> di
                     "identifier": {"system": SOURCE_SYSTEM, "value": source.sha256},
                     "display": _source_display(draft.report),
                 },
-            }
+            },
+            *_source_report_entities(draft.report),
+            {"role": DERIVATION_ROLE, "what": _model_card(model)},
         ],
     }
+
+
+def _source_report_entities(report: Report) -> list[dict]:
+    """The source report itself: its literal reference when portable, else each of its business identifiers."""
+    if _portable(report.report_reference):
+        return [{"role": "source", "what": {"reference": report.report_reference}}]
+    return [
+        {"role": "source", "what": {"type": "DiagnosticReport", "identifier": _identifier(ident)}}
+        for ident in report.identifiers
+    ]
+
+
+def _model_card(model: Any) -> dict:
+    """A logical reference to the model card (model/MODEL_CARD.md travels with the adapter, keyed by its hash)."""
+    value = model.adapter_sha256 or model.base_model_sha256 or model.base_model
+    name = model.adapter or model.base_model
+    return {"type": "DocumentReference", "identifier": {"system": MODEL_CARD_SYSTEM, "value": value},
+            "display": f"Model card of {name}"}
 
 
 def _device_entry(draft: Draft, did: str) -> dict:
@@ -234,7 +298,11 @@ def _device_entry(draft: Draft, did: str) -> dict:
         "identifier": [{"system": DEVICE_SYSTEM, "value": did}],
         "status": "active",
         "deviceName": names,
-        "type": {"text": "AI language model (base model + LoRA adapter)" if model.adapter else "AI language model"},
+        "type": {
+            "coding": [AI_DEVICE_TYPE],
+            "text": "AI language model (base model + LoRA adapter)" if model.adapter else "AI language model",
+        },
+        "extension": [{"url": MODEL_CARD_EXT, "valueReference": _model_card(model)}],
     }
     if versions:
         device["version"] = versions

@@ -78,7 +78,13 @@ def build_oru(
     if draft.extra.get("wording") == "nearest-example":
         how += " Wording taken from the most similar prior report (the model found nothing abnormal)."
     nte = ["NTE", "1", "O", escape(how)]
-    segments = [msh, pid, orc, obr, obx, nte]
+    # Each problem the checker found, as its own note after the draft (NTE-4 comment type RE: remark): the
+    # observation and sides only, never report text.
+    flags = [
+        ["NTE", str(i), "O", escape(f"CHECK {f.severity.upper()} {f.kind.value}: {f.detail}"), "RE"]
+        for i, f in enumerate(draft.flags, start=2)
+    ]
+    segments = [msh, pid, orc, obr, obx, nte, *flags]
     return ("\r".join("|".join(s).rstrip("|") for s in segments) + "\r").encode("utf-8")
 
 
