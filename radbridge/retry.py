@@ -79,17 +79,19 @@ class RetryingGenerator:
         self.inner = inner
         self.policy = policy
         self._sleep = sleep
+        # from the class, not ``info``: a local generator's info loads the model
+        self._name = getattr(inner, "backend", type(inner).__name__)
 
     @property
     def info(self) -> "ModelInfo":
         return self.inner.info
 
     def generate(self, prompts: "Sequence[Prompt]", params: "GenerationParams") -> "list[Generation]":
-        what = f"{self.inner.info.backend} generate ({len(prompts)} prompts)"
+        what = f"{self._name} generate ({len(prompts)} prompts)"
         return self.policy.call(lambda: self.inner.generate(prompts, params), what=what, sleep=self._sleep)
 
     def check(self) -> None:
-        self.policy.call(self.inner.check, what=f"{self.inner.info.backend} check", sleep=self._sleep)
+        self.policy.call(self.inner.check, what=f"{self._name} check", sleep=self._sleep)
 
     def __getattr__(self, name: str):
         if name == "inner":  # not set yet (copy, unpickling): no recursion
