@@ -165,7 +165,9 @@ def eval_cmd(
     url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
 ) -> None:
     """Score drafts (model or baseline) against the reports' own impressions: ROUGE, clinical F1, laterality."""
+    from .bootstrap import build_generator
     from .evaluation import run, summary_line
+    from .retry import RetryPolicy
 
     no_adapter = adapter == "none" or None
     settings = _settings(backend=backend, model_url=url, adapter=None if no_adapter else adapter, no_adapter=no_adapter,
@@ -180,5 +182,3 @@ def eval_cmd(
 def main() -> None:  # pragma: no cover
     logging.captureWarnings(True)
     app()
-    from .bootstrap import build_generator
-    from .retry import RetryPolicy
