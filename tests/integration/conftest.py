@@ -73,6 +73,27 @@ def sekmet_fhir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
             process.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def radiology_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random q_proj/v_proj LoRA in a folder named ``radiology`` (the adapter name the tests ask for)."""
+    from lora_helpers import write_random_lora  # imports torch: only runs that use the model pay for it
+
+    return write_random_lora(tmp_path_factory.mktemp("lora") / "radiology")
+
+
+@pytest.fixture(scope="session")
+def radiology_model(radiology_adapter: Path):
+    """The real SmolLM2 with the ``radiology`` adapter, loaded once per run for every in-process test.
+
+    A load (GGUF dequantisation and tokenizer) takes 10-40 s on 2 shared cores. Sharing is safe: each
+    ``generate`` sets its rows' adapters itself, and a model server built on it only reads it. One torch
+    thread, as most tests here pinned it: 2 ran ~6x slower on a busy 2-core machine (see LocalModel).
+    """
+    from radbridge.adapters.model.local import LocalModel
+
+    return LocalModel({"radiology": radiology_adapter}, batch_size=4, threads=1).load()
+
+
 @pytest.fixture(scope="module")
 def broker():
     """A fresh embedded Kafka-protocol broker (Tansu) per test module."""

@@ -11,12 +11,10 @@ from typer.testing import CliRunner
 
 from radbridge import samples
 from radbridge.adapters.fhir_server.store import HttpFhirStore
-from radbridge.adapters.model.local import LocalModel
 from radbridge.adapters.model.server import ServerConfig, create_app
 from tgi_contract import load_contract
 from radbridge.cli import app
 
-from lora_helpers import write_random_lora
 from server_helpers import Recorder, ThreadedServer, check_exchange
 
 pytestmark = pytest.mark.integration
@@ -25,10 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def model_server(tmp_path_factory):
-    adapter = write_random_lora(tmp_path_factory.mktemp("lora") / "radiology")
-    model = LocalModel({"radiology": adapter}, batch_size=4)
-    recorder = Recorder(create_app(model=model, config=ServerConfig(max_batch_size=4, batch_wait_ms=20)))
+def model_server(radiology_model):
+    recorder = Recorder(create_app(model=radiology_model, config=ServerConfig(max_batch_size=4, batch_wait_ms=20)))
     with ThreadedServer(recorder) as srv:
         srv.recorder = recorder
         yield srv

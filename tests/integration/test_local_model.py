@@ -21,8 +21,6 @@ from radbridge.domain import GenerationParams
 from radbridge.errors import ConfigurationError
 from radbridge.prompt import DEFAULT_TEMPLATE, Example, PromptTemplate, build, messages, render
 
-from lora_helpers import write_random_lora
-
 pytestmark = pytest.mark.integration
 
 def openi_reports(n: int) -> list[dict]:
@@ -30,13 +28,19 @@ def openi_reports(n: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(tmp_path_factory) -> Path:
-    return write_random_lora(tmp_path_factory.mktemp("lora") / "radiology-test")
+def adapter_dir(radiology_adapter) -> Path:
+    return radiology_adapter
 
 
 @pytest.fixture(scope="module")
-def generator(adapter_dir) -> LocalGenerator:
-    return LocalGenerator(adapter_dir, batch_size=2, threads=1).load()
+def generator(adapter_dir, radiology_model):
+    """The generator port over the run's shared model (see conftest)."""
+    gen = LocalGenerator(adapter_dir)
+    gen.model = radiology_model  # its own model was not loaded yet: a second load would cost 10-40 s
+    # 2-row chunks: the batched-greedy test's three rows then span two chunks, as they always did here
+    shared_batch_size, radiology_model.batch_size = radiology_model.batch_size, 2
+    yield gen
+    radiology_model.batch_size = shared_batch_size
 
 
 def test_render_equals_the_tokenizers_own_chat_template(generator):
@@ -57,7 +61,7 @@ def test_real_report_gets_a_nonempty_impression(generator):
     assert out.finish_reason in ("length", "eos_token", "stop_sequence")
     assert 1 <= out.generated_tokens <= 16
     info = generator.info
-    assert info.backend == "local" and info.base_model == BASE_MODEL_LABEL and info.adapter == "radiology-test"
+    assert info.backend == "local" and info.base_model == BASE_MODEL_LABEL and info.adapter == "radiology"
     assert info.base_model_sha256 == file_sha256(smollm2_folder() / GGUF_FILE)
 
 
@@ -65,7 +69,7 @@ def test_batched_greedy_equals_one_at_a_time(generator):
     # Left padding with the attention mask (and mask-derived positions) must not change greedy output.
     # Logprobs may differ in the last float digits (different matmul shapes); the chosen tokens may not.
     prompts = [render(build(DEFAULT_TEMPLATE, r["findings"])) for r in openi_reports(2)]
-    rows = [RowRequest(p, 8, "radiology-test") for p in prompts] + [RowRequest(prompts[0][:120] + "<|im_end|>\n<|im_start|>assistant\n", 8)]
+    rows = [RowRequest(p, 8, "radiology") for p in prompts] + [RowRequest(prompts[0][:120] + "<|im_end|>\n<|im_start|>assistant\n", 8)]
     batched = generator.model.generate(rows)
     for row, b in zip(rows, batched):
         [single] = generator.model.generate([row])
