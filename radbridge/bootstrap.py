@@ -1,4 +1,4 @@
-"""The one wiring point: settings in, a ready Drafter (and its generator and FHIR store) out.
+"""The one wiring point: settings in, a ready Drafter, its generator and FHIR store, and the Kafka service out.
 
 Nothing connects or loads a model at import time; everything is built here on request.
 """
@@ -148,4 +148,39 @@ def build_fhir_store(settings: Settings) -> FhirStore | None:
         timeout=settings.request_timeout_s,
         token=settings.fhir_token,
         ca_bundle=settings.fhir_ca_bundle,
+    )
+
+
+def build_service(settings: Settings, bootstrap: str, *, drafter: Drafter | None = None, fhir_store: FhirStore | None = None):
+    """The Kafka consumer service (radbridge.service.loop.Service) with every part built from ``settings``."""
+    import logging
+
+    from .adapters.kafka.clients import make_consumer, make_producer
+    from .errors import RetryableError
+    from .formats.fhir.writer import bundle_bytes
+    from .service.backoff import Backoff
+    from .service.loop import Health, Service
+    from .service.metrics import ServiceMetrics
+
+    drafter = drafter or build_drafter(settings)
+    try:
+        drafter.generator.check()
+    except RetryableError as exc:  # the model server may come up after us: the loop backs off until it does
+        logging.getLogger(__name__).warning("model backend not reachable yet", extra={"error_type": exc.kind})
+    return Service(
+        consumer=make_consumer(settings, bootstrap),
+        producer=make_producer(settings, bootstrap),
+        drafter=drafter,
+        input_topics=settings.input_topics,
+        output_topic=settings.output_topic,
+        dlq_topic=settings.dlq_topic,
+        serialize=bundle_bytes,
+        fhir_store=fhir_store if fhir_store is not None else build_fhir_store(settings),
+        batch_size=settings.batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
+        backoff=Backoff(RetryPolicy.from_settings(settings, bounded=False)),
+        metrics=ServiceMetrics(),
+        health=Health(),
+        oru_topic=settings.oru_topic,
+        review_topic=settings.review_topic if settings.on_flag == "hold" else None,
     )

@@ -108,6 +108,7 @@ class Service:
         health: Health | None = None,
         send_timeout_s: float = 30.0,
         oru_topic: str | None = None,
+        review_topic: str | None = None,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -124,6 +125,9 @@ class Service:
         self.health = health or Health()
         self.send_timeout_s = send_timeout_s
         self.oru_topic = oru_topic
+        # Set: a draft the checker flagged is held here for review instead of going to the output topic and
+        # the FHIR server (RADBRIDGE_ON_FLAG=hold); nothing is lost, its offset is committed once it is written.
+        self.review_topic = review_topic
 
         self._stop = threading.Event()
         self._pending: list = []  # the current batch, in poll order (offset order within a partition)
@@ -220,7 +224,8 @@ class Service:
             outcome = outcomes[k]
             if outcome.status == "drafted":
                 value = self.serialize(outcome.bundle)
-                to_send.append((record, output_record(self.output_topic, record, outcome, value)))
+                topic = self.review_topic if self._held(outcome) else self.output_topic
+                to_send.append((record, output_record(topic, record, outcome, value)))
                 if self.oru_topic:
                     to_send += [(record, oru_record(self.oru_topic, record, outcome, i)) for i in range(len(outcome.oru))]
             elif outcome.status == "rejected":
@@ -232,7 +237,7 @@ class Service:
             if k in self._done:
                 continue
             outcome = outcomes[k]
-            if outcome.status == "drafted" and self.fhir_store is not None:
+            if outcome.status == "drafted" and self.fhir_store is not None and not self._held(outcome):
                 try:
                     self.fhir_store.transact(outcome.bundle)
                 except PermanentError as exc:  # e.g. StoreRejected: this message, not the batch
@@ -240,6 +245,9 @@ class Service:
                     self._mark_done(record, outcome, dead_letter=exc)
                     continue
             self._mark_done(record, outcome)
+
+    def _held(self, outcome: Outcome) -> bool:
+        return self.review_topic is not None and any(d.flags for d in outcome.drafts)
 
     def _send_all(self, items: list[tuple[object, OutRecord]]) -> None:
         """Send, then wait for every ack (acks=all). Any failure is retryable: keys make resends harmless."""
@@ -285,7 +293,14 @@ class Service:
             )
         if outcome.status == "drafted":
             self.metrics.drafted.inc()
-            log.info("drafted", extra={**ids, "drafts": len(outcome.drafts), "key": outcome.key})
+            flags = [f for d in outcome.drafts for f in d.flags]
+            for flag in flags:
+                self.metrics.draft_flags.labels(flag.kind.value, flag.severity).inc()
+            held = self._held(outcome)
+            if held:
+                self.metrics.held.inc()
+            log.info("drafted", extra={**ids, "drafts": len(outcome.drafts), "key": outcome.key,
+                                       "flags": sorted({f.kind.value for f in flags}), "held": held})
 
     # -- commits ---------------------------------------------------------------------------------------------
     def _commit_done(self, only: set | None = None) -> None:

@@ -14,6 +14,10 @@ class ServiceMetrics:
         self.consumed = Counter("radbridge_consumed", "Records taken from the input topics", ["topic"], registry=r)
         self.drafted = Counter("radbridge_drafted", "Messages whose draft Bundle was written", registry=r)
         self.skipped = Counter("radbridge_skipped", "Reports skipped on purpose", ["reason"], registry=r)
+        self.draft_flags = Counter(
+            "radbridge_draft_flags", "Problems the checker found in written drafts", ["kind", "severity"], registry=r
+        )
+        self.held = Counter("radbridge_held", "Flagged drafts held on the review topic (on_flag=hold)", registry=r)
         self.dead_lettered = Counter(
             "radbridge_dead_lettered", "Records written to the dead-letter topic", ["error_type"], registry=r
         )

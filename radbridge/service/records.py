@@ -43,6 +43,9 @@ def output_record(topic: str, record, outcome, value: bytes) -> OutRecord:
         first = outcome.drafts[0]
         headers.append(_h("prompt-version", first.prompt_version))
         headers.append(_h("model", model_label(first.model)))
+        kinds = sorted({f.kind.value for d in outcome.drafts for f in d.flags})
+        if kinds:  # lets a consumer route or hold flagged drafts without parsing the Bundle
+            headers.append(_h("draft-flags", ",".join(kinds)))
     return OutRecord(topic, outcome.key.encode("ascii"), value, headers)
 
 

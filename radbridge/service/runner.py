@@ -8,13 +8,10 @@ import threading
 from contextlib import ExitStack
 from typing import Callable
 
-from ..errors import RetryableError
-from ..retry import RetryPolicy
+from ..bootstrap import build_service
 from ..settings import Settings
-from .backoff import Backoff
 from .http import OpsServer
-from .loop import Health, Service
-from .metrics import ServiceMetrics
+from .loop import Service
 
 log = logging.getLogger(__name__)
 
@@ -29,38 +26,11 @@ def start_embedded_broker(settings: Settings, stack: ExitStack) -> str:
 
     broker = stack.enter_context(EmbeddedBroker(port=settings.embedded_port or None))
     broker.create_topics(
-        [*settings.input_topics, settings.output_topic, settings.dlq_topic], partitions=settings.embedded_partitions
+        [*settings.input_topics, settings.output_topic, settings.dlq_topic, settings.review_topic],
+        partitions=settings.embedded_partitions,
     )
     log.info("embedded broker ready", extra={"bootstrap": broker.bootstrap})
     return broker.bootstrap
-
-
-def build_service(settings: Settings, bootstrap: str, *, drafter=None, fhir_store=None) -> Service:
-    from ..formats.fhir.writer import bundle_bytes
-    from ..adapters.kafka.clients import make_consumer, make_producer
-    from ..bootstrap import build_drafter, build_fhir_store
-
-    drafter = drafter or build_drafter(settings)
-    try:
-        drafter.generator.check()
-    except RetryableError as exc:  # the model server may come up after us: the loop backs off until it does
-        log.warning("model backend not reachable yet", extra={"error_type": exc.kind})
-    return Service(
-        consumer=make_consumer(settings, bootstrap),
-        producer=make_producer(settings, bootstrap),
-        drafter=drafter,
-        input_topics=settings.input_topics,
-        output_topic=settings.output_topic,
-        dlq_topic=settings.dlq_topic,
-        serialize=bundle_bytes,
-        fhir_store=fhir_store if fhir_store is not None else build_fhir_store(settings),
-        batch_size=settings.batch_size,
-        batch_wait_ms=settings.batch_wait_ms,
-        backoff=Backoff(RetryPolicy.from_settings(settings, bounded=False)),
-        metrics=ServiceMetrics(),
-        health=Health(),
-        oru_topic=settings.oru_topic,
-    )
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:
@@ -87,7 +57,7 @@ def serve(
     """Run until stopped. ``on_ready(service, bootstrap, ops_port)`` lets the demo and tests drive it."""
     with ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap or start_embedded_broker(settings, stack)
-        service = build_service(settings, bootstrap, drafter=drafter, fhir_store=fhir_store)
+        service = build_service(settings, bootstrap, drafter=drafter, fhir_store=fhir_store)  # the one wiring point
         ops = OpsServer(service.metrics, service.health, settings.metrics_host, settings.metrics_port).start()
         stack.callback(ops.stop)
         log.info("ops endpoints up", extra={"host": settings.metrics_host, "port": ops.port})

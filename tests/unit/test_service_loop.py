@@ -353,3 +353,49 @@ def test_the_loop_is_the_one_retry_owner_the_adapter_tries_each_prompt_once():
         "radbridge_retries_total", {"stage": "generate", "error_type": "generator_unavailable"}) == 3
     assert paused_after == {1, 2, 3}  # after each failed attempt the loop kept polling, partition paused
     assert consumer.commits == [{T0: 1}] and len(producer.acked) == 1
+
+
+def _abnormal_report(n: int) -> bytes:
+    doc = json.loads(_report(n))
+    text = f"FINDINGS: Large left pleural effusion. Study {n}."
+    doc["presentedForm"][0]["data"] = base64.b64encode(text.encode()).decode()
+    return json.dumps(doc).encode()
+
+
+class RecordingStore:
+    def __init__(self):
+        self.bundles: list[dict] = []
+
+    def transact(self, bundle):
+        self.bundles.append(bundle)
+        return {}
+
+
+def test_on_flag_hold_sends_flagged_drafts_to_the_review_topic_and_commits_them():
+    # the canned "normal" draft over a large effusion is flagged (omission); a clear chest is not
+    consumer = FakeConsumer({T0: [_abnormal_report(1), _report(2)]})
+    producer = FakeProducer()
+    store = RecordingStore()
+    service = _service(consumer, producer)
+    service.review_topic, service.fhir_store = "review", store
+    consumer.on_poll = _stop_when_drained(service)
+    service.run()
+
+    topics = [t for t, *_ in producer.acked]
+    assert topics == ["review", "out"]
+    held_headers = dict(producer.acked[0][3])
+    assert held_headers["draft-flags"] == b"omission"
+    assert len(store.bundles) == 1  # only the unflagged draft reached the FHIR server
+    assert consumer.commits[-1] == {T0: 2}  # nothing lost, nothing stuck
+    assert service.metrics.held._value.get() == 1
+    assert service.metrics.draft_flags.labels("omission", "high")._value.get() == 1
+
+
+def test_on_flag_send_writes_flagged_drafts_with_their_issues_to_the_output_topic():
+    consumer = FakeConsumer({T0: [_abnormal_report(1)]})
+    producer = FakeProducer()
+    service = _service(consumer, producer)
+    consumer.on_poll = _stop_when_drained(service)
+    service.run()
+    ((topic, _, value, _),) = producer.acked
+    assert topic == "out" and b'"resourceType":"DetectedIssue"' in value
