@@ -26,6 +26,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from radbridge.evaluation import run
+    from radbridge.settings import Settings
     from training.data import load_split, write_jsonl
     from training.train import TrainConfig, train
 
@@ -42,7 +43,8 @@ def main() -> None:
         write_jsonl(data, load_split("valid")[: args.reports])
         for batch in () if args.skip_eval else (1, 8):
             t0 = time.perf_counter()
-            r = run(data, Path(tmp) / f"b{batch}.json", adapter=args.adapter, batch_size=batch, progress=False)
+            settings = Settings(backend="local", adapter=args.adapter, max_new_tokens=64, local_batch_size=batch)
+            r = run(settings, data, Path(tmp) / f"b{batch}.json", batch_size=batch, progress=False)
             out[f"eval_batch{batch}"] = {"reports_per_s": r["reports_per_second"], "n": r["n"],
                                          "wall_s_incl_load": round(time.perf_counter() - t0, 1)}
         if args.train_steps:

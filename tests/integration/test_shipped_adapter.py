@@ -11,6 +11,7 @@ import pytest
 
 from radbridge.evaluation import run
 from radbridge.prompt import PromptTemplate
+from radbridge.settings import Settings
 from training.data import load_split, write_jsonl
 
 MODEL = Path(__file__).resolve().parents[2] / "model"
@@ -46,7 +47,8 @@ def test_shipped_adapter_stays_above_its_floor(manifest, tmp_path):
     measured = manifest["metrics"]["valid_first50"]
     data = tmp_path / "valid50.jsonl"
     write_jsonl(data, load_split("valid")[:SAMPLE])
-    result = run(data, tmp_path / "out.json", adapter=str(MODEL), batch_size=8, max_new_tokens=48, progress=False)
+    settings = Settings(backend="local", adapter=str(MODEL), max_new_tokens=48, local_batch_size=8)
+    result = run(settings, data, tmp_path / "out.json", batch_size=8, progress=False)
     assert result["n"] == SAMPLE
     assert result["rougeL"] >= measured["rougeL"] - ROUGE_MARGIN
     assert result["clinical_f1"] >= measured["clinical_f1"] - CLINICAL_MARGIN
