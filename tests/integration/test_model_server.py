@@ -132,7 +132,8 @@ def test_stopped_server_is_unavailable():
 
 
 def test_module_entry_point_serves_tgi_protocol(tmp_path):
-    """``python -m radbridge.adapters.model.server`` with TGI's LORA_ADAPTERS syntax, as deploy scripts run it."""
+    """``python -m radbridge.adapters.model.server`` (the ``radbridge serve-model`` command) with TGI's
+    LORA_ADAPTERS syntax, as deploy scripts run it."""
     import os
     import subprocess
     import sys
