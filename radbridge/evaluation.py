@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .domain import Report, SourceRef, sha256_of
-from .labeler import abnormal, label
+from .labeler import abnormal
+from .verify import FlagKind, check, laterality_disagreements
 
 if TYPE_CHECKING:
     from . import pipeline
@@ -86,19 +87,58 @@ def clinical_f1(drafts: Sequence[str], references: Sequence[str]) -> float:
     return clinical_counts(drafts, references).f1
 
 
-def laterality_disagreements(draft: str, findings: str) -> list[str]:
-    """Observations the draft puts on a side on which the findings never mention them."""
-    d, f = label(draft), label(findings)
-    wrong = []
-    for obs, sides in d.sides.items():
-        fsides = f.sides.get(obs)
-        if fsides and not sides <= fsides:
-            wrong.append(obs)
-    return sorted(wrong)
-
-
 def mean_words(texts: Sequence[str]) -> float:
     return statistics.fmean(len(t.split()) for t in texts) if texts else 0.0
+
+
+def checker_agreement(drafts: Sequence[str], references: Sequence[str], findings: Sequence[str]) -> tuple[dict, list[list[dict]]]:
+    """The draft checker (radbridge.verify) run on every draft, and how well its flags agree with the reference.
+
+    - laterality: flagged vs the laterality errors this evaluation counts (the same rule: every one is flagged);
+    - omission: flagged omissions (or contradictions, which also name a finding the draft gets wrong) vs the
+      observations the reference names and the draft misses (clinical false negatives): recall is the share of
+      those misses that carry a flag, precision the share of omission flags that name one;
+    - unsupported: flagged vs the observations the draft asserts and the reference does not (false positives).
+    Returns the totals and each report's flags.
+    """
+    per_report: list[list[dict]] = []
+    by_kind: dict[str, int] = {k.value: 0 for k in FlagKind}
+    lat_real = lat_flagged = missed = missed_flagged = om_flags = om_real = un_flags = un_real = fp_total = 0
+    for d, r, f in zip(drafts, references, findings, strict=True):
+        flags = check(d, f).flags
+        per_report.append([fl.as_dict() for fl in flags])
+        for fl in flags:
+            by_kind[fl.kind.value] += 1
+        real_lat = set(laterality_disagreements(d, f))
+        flagged_lat = {fl.observation for fl in flags if fl.kind is FlagKind.LATERALITY}
+        lat_real += len(real_lat)
+        lat_flagged += len(real_lat & flagged_lat)
+        draft_pos, ref_pos = abnormal(d), abnormal(r)
+        misses, extras = ref_pos - draft_pos, draft_pos - ref_pos
+        named = {fl.observation for fl in flags if fl.kind in (FlagKind.OMISSION, FlagKind.CONTRADICTION)}
+        omitted = {fl.observation for fl in flags if fl.kind is FlagKind.OMISSION}
+        unsupported = {fl.observation for fl in flags if fl.kind is FlagKind.UNSUPPORTED}
+        missed += len(misses)
+        missed_flagged += len(misses & named)
+        om_flags += len(omitted)
+        om_real += len(omitted & misses)
+        un_flags += len(unsupported)
+        un_real += len(unsupported & extras)
+        fp_total += len(extras)
+
+    def ratio(a: int, b: int) -> float | None:
+        return round(a / b, 4) if b else None
+
+    totals = {
+        "flags": by_kind,
+        "drafts_flagged": sum(1 for rows in per_report if rows),
+        "laterality": {"errors": lat_real, "flagged": lat_flagged, "recall": ratio(lat_flagged, lat_real)},
+        "omission": {"reference_misses": missed, "flagged": missed_flagged, "recall": ratio(missed_flagged, missed),
+                     "flags": om_flags, "flags_naming_a_miss": om_real, "precision": ratio(om_real, om_flags)},
+        "unsupported": {"false_positives": fp_total, "flags": un_flags, "flags_naming_one": un_real,
+                        "precision": ratio(un_real, un_flags), "recall": ratio(un_real, fp_total)},
+    }
+    return totals, per_report
 
 
 def score(drafts: Sequence[str], references: Sequence[str], findings: Sequence[str]) -> dict:
@@ -159,7 +199,8 @@ def evaluate(records: Sequence[dict], drafter: Drafter, meta: dict | None = None
     result["seconds"] = round(seconds, 3)
     result["reports_per_second"] = round(len(records) / seconds, 3) if seconds > 0 else None
     result["meta"] = meta or {}
-    result["drafts"] = [{"uid": r.get("uid"), "draft": d} for r, d in zip(records, drafts)]
+    result["checker"], flags = checker_agreement(drafts, references, findings)
+    result["drafts"] = [{"uid": r.get("uid"), "draft": d, "flags": fl} for r, d, fl in zip(records, drafts, flags)]
     # A wording policy (+copynormal) replaced some completions: keep what the model wrote, and score it too, so
     # one run shows the model alone and the policy's effect on the same drafts.
     completions = getattr(drafter, "completions", None)
@@ -233,6 +274,13 @@ def summary_line(result: dict) -> str:
             f" | {name}: n={g['n']} RL={g['rougeL']:.4f} words={g['mean_draft_words']:.1f}/"
             f"{g['mean_reference_words']:.1f} drafts_abnormal={g['drafts_abnormal']}"
             for name, g in result.get("by_reference", {}).items()
+        )
+        + (
+            f" | checker: flags={result['checker']['flags']} lateral {result['checker']['laterality']['flagged']}/"
+            f"{result['checker']['laterality']['errors']} omission recall {result['checker']['omission']['recall']} "
+            f"precision {result['checker']['omission']['precision']}"
+            if "checker" in result
+            else ""
         )
         + (
             f" | model alone (before the wording policy, {result['wording_copied']} drafts changed): "

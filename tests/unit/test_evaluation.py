@@ -18,6 +18,7 @@ from radbridge.evaluation import (
     rouge,
     run,
     score,
+    summary_line,
 )
 from radbridge.retrieval import Retriever
 from radbridge.settings import Settings
@@ -262,3 +263,19 @@ def test_eval_cli_reads_settings_once_with_options_as_overrides(tmp_path, monkey
                                            "paper-v1+fwords60"]).exit_code == 0
     s = got["s"]
     assert (s.max_new_tokens, s.no_adapter, s.adapter, s.prompt_template) == (12, True, None, "paper-v1+fwords60")
+
+
+def test_eval_reports_the_checker_flags_and_their_agreement_with_the_reference():
+    records = [
+        {"uid": "a", "findings": "Large left pleural effusion.", "impression": "Left pleural effusion."},
+        {"uid": "b", "findings": "Small right pneumothorax. Heart normal.", "impression": "Small right pneumothorax."},
+        {"uid": "c", "findings": "Lungs are clear.", "impression": "No acute disease."},
+    ]
+    drafts = {"a": "Right pleural effusion.", "b": "No acute cardiopulmonary abnormality.", "c": "Cardiomegaly."}
+    result = evaluate(records, lambda rs: [drafts[r["uid"]] for r in rs])
+    checker = result["checker"]
+    assert checker["laterality"] == {"errors": 1, "flagged": 1, "recall": 1.0}
+    assert checker["omission"]["reference_misses"] == 1 and checker["omission"]["flagged"] == 1  # the pneumothorax
+    assert checker["unsupported"]["flags"] == 1 and checker["unsupported"]["precision"] == 1.0  # the cardiomegaly
+    assert [row["flags"][0]["kind"] for row in result["drafts"]] == ["laterality", "omission", "unsupported"]
+    assert "checker:" in summary_line(result)
