@@ -91,6 +91,14 @@ def mean_words(texts: Sequence[str]) -> float:
     return statistics.fmean(len(t.split()) for t in texts) if texts else 0.0
 
 
+# Observations a radiologist words interchangeably for one finding on a chest film (for ``recall_related``).
+FAMILY: dict[str, str] = {
+    **{o: "parenchyma" for o in ("Lung Opacity", "Consolidation", "Pneumonia", "Atelectasis", "Edema", "Lung Lesion")},
+    **{o: "pleura" for o in ("Pleural Effusion", "Pleural Other")},
+    **{o: "heart and mediastinum" for o in ("Cardiomegaly", "Enlarged Cardiomediastinum")},
+}
+
+
 def checker_agreement(drafts: Sequence[str], references: Sequence[str], findings: Sequence[str]) -> tuple[dict, list[list[dict]]]:
     """The draft checker (radbridge.verify) run on every draft, and how well its flags agree with the reference.
 
@@ -98,12 +106,15 @@ def checker_agreement(drafts: Sequence[str], references: Sequence[str], findings
     - omission: flagged omissions (or contradictions, which also name a finding the draft gets wrong) vs the
       observations the reference names and the draft misses (clinical false negatives): recall is the share of
       those misses that carry a flag, precision the share of omission flags that name one;
+      ``recall_related`` also counts a miss as caught when the flag names an observation of the same family
+      (``FAMILY``: the radiologist reads "opacity" and writes "atelectasis" or "pneumonia"; the flag still points
+      the reader at that finding);
     - unsupported: flagged vs the observations the draft asserts and the reference does not (false positives).
     Returns the totals and each report's flags.
     """
     per_report: list[list[dict]] = []
     by_kind: dict[str, int] = {k.value: 0 for k in FlagKind}
-    lat_real = lat_flagged = missed = missed_flagged = om_flags = om_real = un_flags = un_real = fp_total = 0
+    lat_real = lat_flagged = missed = missed_flagged = missed_related = om_flags = om_real = un_flags = un_real = fp_total = 0
     for d, r, f in zip(drafts, references, findings, strict=True):
         flags = check(d, f).flags
         per_report.append([fl.as_dict() for fl in flags])
@@ -116,10 +127,12 @@ def checker_agreement(drafts: Sequence[str], references: Sequence[str], findings
         draft_pos, ref_pos = abnormal(d), abnormal(r)
         misses, extras = ref_pos - draft_pos, draft_pos - ref_pos
         named = {fl.observation for fl in flags if fl.kind in (FlagKind.OMISSION, FlagKind.CONTRADICTION)}
+        related = {FAMILY.get(o, o) for o in named}
         omitted = {fl.observation for fl in flags if fl.kind is FlagKind.OMISSION}
         unsupported = {fl.observation for fl in flags if fl.kind is FlagKind.UNSUPPORTED}
         missed += len(misses)
         missed_flagged += len(misses & named)
+        missed_related += sum(1 for o in misses if FAMILY.get(o, o) in related)
         om_flags += len(omitted)
         om_real += len(omitted & misses)
         un_flags += len(unsupported)
@@ -134,6 +147,7 @@ def checker_agreement(drafts: Sequence[str], references: Sequence[str], findings
         "drafts_flagged": sum(1 for rows in per_report if rows),
         "laterality": {"errors": lat_real, "flagged": lat_flagged, "recall": ratio(lat_flagged, lat_real)},
         "omission": {"reference_misses": missed, "flagged": missed_flagged, "recall": ratio(missed_flagged, missed),
+                     "flagged_related": missed_related, "recall_related": ratio(missed_related, missed),
                      "flags": om_flags, "flags_naming_a_miss": om_real, "precision": ratio(om_real, om_flags)},
         "unsupported": {"false_positives": fp_total, "flags": un_flags, "flags_naming_one": un_real,
                         "precision": ratio(un_real, un_flags), "recall": ratio(un_real, fp_total)},

@@ -279,3 +279,9 @@ def test_eval_reports_the_checker_flags_and_their_agreement_with_the_reference()
     assert checker["unsupported"]["flags"] == 1 and checker["unsupported"]["precision"] == 1.0  # the cardiomegaly
     assert [row["flags"][0]["kind"] for row in result["drafts"]] == ["laterality", "omission", "unsupported"]
     assert "checker:" in summary_line(result)
+
+
+def test_a_flag_on_a_related_observation_counts_only_in_related_recall():
+    records = [{"uid": "a", "findings": "Patchy opacity at the left base.", "impression": "Left basilar atelectasis."}]
+    checker = evaluate(records, lambda rs: ["No acute disease."])["checker"]["omission"]
+    assert (checker["reference_misses"], checker["flagged"], checker["flagged_related"]) == (1, 0, 1)
