@@ -1,7 +1,9 @@
-"""Fixtures that start real servers for integration tests: each is started by the tests and stopped after them."""
+"""Fixtures for integration tests: real servers, started by the tests and stopped after them, and the real model,
+read once per run."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -73,6 +75,46 @@ def sekmet_fhir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
             process.wait(timeout=10)
 
 
+class GgufReads:
+    """The run's first read of each GGUF file (model or tokenizer); every later load gets a deep copy of it.
+
+    Dequantising SmolLM2 and building its tokenizer take 10-40 s a load on 2 shared cores; a copy takes
+    under 1 s and gives the same weights (a load is deterministic), so code that loads the model itself
+    (training, evaluation) still runs its whole path, on an object no other test has touched.
+    """
+
+    def __init__(self) -> None:
+        self.first: dict[tuple, object] = {}
+
+    def patch(self, mp: pytest.MonkeyPatch) -> None:
+        import transformers
+
+        for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
+            mp.setattr(cls, "from_pretrained", self._cached(cls.__name__, cls.from_pretrained))
+
+    def _cached(self, name: str, load):
+        def from_pretrained(*args, **kwargs):
+            if "gguf_file" not in kwargs:
+                return load(*args, **kwargs)
+            key = (name, tuple(map(str, args)), tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+            if key not in self.first:
+                self.first[key] = load(*args, **kwargs)
+            return copy.deepcopy(self.first[key])
+
+        return from_pretrained
+
+
+@pytest.fixture(scope="session")
+def gguf_reads() -> GgufReads:
+    return GgufReads()
+
+
+@pytest.fixture
+def read_gguf_once(monkeypatch: pytest.MonkeyPatch, gguf_reads: GgufReads) -> None:
+    """For tests whose code loads the base model itself, as often as it likes (see GgufReads)."""
+    gguf_reads.patch(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def radiology_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random q_proj/v_proj LoRA in a folder named ``radiology`` (the adapter name the tests ask for)."""
@@ -82,16 +124,19 @@ def radiology_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def radiology_model(radiology_adapter: Path):
+def radiology_model(radiology_adapter: Path, gguf_reads: GgufReads):
     """The real SmolLM2 with the ``radiology`` adapter, loaded once per run for every in-process test.
 
-    A load (GGUF dequantisation and tokenizer) takes 10-40 s on 2 shared cores. Sharing is safe: each
-    ``generate`` sets its rows' adapters itself, and a model server built on it only reads it. One torch
-    thread, as most tests here pinned it: 2 ran ~6x slower on a busy 2-core machine (see LocalModel).
+    Sharing is safe: each ``generate`` sets its rows' adapters itself, and a model server built on it only
+    reads it. One torch thread, as most tests here pinned it: 2 ran ~6x slower on a busy 2-core machine
+    (see LocalModel).
     """
     from radbridge.adapters.model.local import LocalModel
 
-    return LocalModel({"radiology": radiology_adapter}, batch_size=4, threads=1).load()
+    model = LocalModel({"radiology": radiology_adapter}, batch_size=4, threads=1)
+    with pytest.MonkeyPatch.context() as mp:
+        gguf_reads.patch(mp)  # PEFT wraps a copy: the base model stays pristine for the tests after
+        return model.load()
 
 
 @pytest.fixture(scope="module")

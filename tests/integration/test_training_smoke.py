@@ -13,7 +13,8 @@ import torch
 from training.data import load_split
 from training.train import TrainConfig, build_examples, load_model, train
 
-pytestmark = pytest.mark.integration
+# Each test loads the base model one to three times: after the run's first read, copies (see GgufReads).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("read_gguf_once")]
 
 
 def _config(tmp_path: Path, **kw) -> TrainConfig:
