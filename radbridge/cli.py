@@ -179,6 +179,46 @@ def eval_cmd(
     typer.echo(summary_line(result))
 
 
+@app.command()
+def audit(
+    sources: list[Path] = typer.Argument(..., exists=True, help="HL7 v2 / FHIR files or folders of signed reports"),
+    out: Path = typer.Option(..., help="audit folder (created; the same folder again resumes)"),
+    backend: Optional[Backend] = typer.Option(None, help="local | tgi | openai | instant"),
+    adapter: Optional[str] = typer.Option(None, help="LoRA adapter folder (local) or adapter id (tgi/openai)"),
+    url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
+    template: Optional[str] = typer.Option(None, help="prompt template id; default: the adapter's manifest"),
+    modality: list[str] = typer.Option([], help="only these modalities (OBR-24 / category code); repeatable"),
+    procedure: list[str] = typer.Option([], help="only these procedure codes or name words; repeatable"),
+    limit: Optional[int] = typer.Option(None, help="the first N eligible reports"),
+    sample: Optional[int] = typer.Option(None, help="N eligible reports drawn at random (with --seed)"),
+    seed: int = typer.Option(0),
+    batch_size: Optional[int] = typer.Option(None, help="reports drafted together; default RADBRIDGE_BATCH_SIZE"),
+) -> None:
+    """Draft every signed in-scope report (replay) beside its signed impression: cases.csv/jsonl, run.json, report.html."""
+    from .audit.report_html import write_report
+    from .audit.run import Filters, NothingAudited, audit as run_audit
+    from .audit.sources import FileSource
+    from .bootstrap import build_drafter, build_generator
+    from .errors import RadbridgeError
+    from .retry import RetryPolicy
+
+    settings = _settings(backend=backend, adapter=adapter, model_url=url, prompt_template=template, mode="replay")
+    _configure_logging(settings.log_level)
+    drafter = build_drafter(settings, build_generator(settings, retry=RetryPolicy.from_settings(settings)))
+    filters = Filters(tuple(modality), tuple(procedure), limit, sample, seed)
+    try:
+        record = run_audit(FileSource(sources), drafter, out, filters=filters, batch_size=batch_size or settings.batch_size)
+    except NothingAudited as exc:
+        write_report(out)
+        typer.echo(json.dumps({"ok": False, "out": str(out), "reason": str(exc)}))
+        raise typer.Exit(1)
+    except RadbridgeError as exc:
+        typer.echo(json.dumps({"ok": False, "out": str(out), "error": exc.kind, "reason": str(exc)}))
+        raise typer.Exit(2)
+    write_report(out)
+    typer.echo(json.dumps({"ok": True, "out": str(out), **record["counts"]}))
+
+
 def main() -> None:  # pragma: no cover
     logging.captureWarnings(True)
     app()
