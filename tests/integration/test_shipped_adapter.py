@@ -43,6 +43,7 @@ def test_manifest_describes_the_files(manifest):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("read_gguf_once")  # the base model as the run first read it
 def test_shipped_adapter_stays_above_its_floor(manifest, tmp_path):
     measured = manifest["metrics"]["valid_first50"]
     data = tmp_path / "valid50.jsonl"
