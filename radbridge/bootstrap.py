@@ -18,7 +18,8 @@ from .scope import Scope
 from .settings import SHIPPED_MODEL_DIR, Settings
 
 
-def _local_adapter(settings: Settings) -> Path | None:
+def local_adapter(settings: Settings) -> Path | None:
+    """The PEFT folder the local backend loads: RADBRIDGE_ADAPTER, else the shipped model/, else none."""
     if settings.no_adapter:
         return None
     if settings.adapter:
@@ -46,7 +47,7 @@ def _backend(settings: Settings) -> Generator:
     if settings.backend == "local":
         from .adapters.model.local import LocalGenerator
 
-        adapter = _local_adapter(settings)
+        adapter = local_adapter(settings)
         if adapter is not None and (adapter / "manifest.json").is_file():
             # a released adapter: refuse to run if its files differ from the manifest's hashes
             return LocalGenerator.from_manifest(adapter, batch_size=settings.local_batch_size)
@@ -68,7 +69,7 @@ def prompt_template(settings: Settings) -> PromptTemplate:
     if settings.prompt_template:
         return PromptTemplate.from_id(settings.prompt_template)
     if settings.backend == "local":
-        adapter = _local_adapter(settings)
+        adapter = local_adapter(settings)
         if adapter is not None and (adapter / "manifest.json").is_file():
             from .adapters.model.local import Manifest
 
@@ -97,7 +98,7 @@ def _manifest_path(settings: Settings) -> Path | None:
     if settings.backend == "instant":
         return settings.manifest_file
     if settings.backend == "local":
-        adapter = _local_adapter(settings)
+        adapter = local_adapter(settings)
         return adapter / "manifest.json" if adapter is not None and (adapter / "manifest.json").is_file() else None
     if settings.manifest_file is not None:
         if not settings.manifest_file.is_file():

@@ -134,7 +134,7 @@ def serve_model(
 ) -> None:
     """Serve the local model over TGI's HTTP protocol (/generate, /v1/chat/completions, /info, /health)."""
     from .adapters.model.server import parse_adapters, serve
-    from .bootstrap import _local_adapter
+    from .bootstrap import local_adapter
 
     settings = _settings(local_batch_size=max_batch_size, log_level=log_level)
     _configure_logging(settings.log_level)
@@ -143,7 +143,7 @@ def serve_model(
     else:
         # RADBRIDGE_ADAPTER names a folder only for the local backend (for tgi/openai: an id on another server)
         local = settings if settings.backend == "local" else settings.model_copy(update={"adapter": None})
-        folder = _local_adapter(local)
+        folder = local_adapter(local)
         adapters = {"radiology": str(folder)} if folder else {}
     serve(host, port, adapters, max_batch_size=settings.local_batch_size, batch_wait_ms=batch_wait_ms,
           max_concurrent_requests=max_concurrent_requests, max_total_tokens=max_total_tokens, threads=threads,

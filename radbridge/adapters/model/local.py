@@ -3,7 +3,7 @@
 ``LocalModel`` holds the base model once and any number of named adapters, and generates for a batch whose
 rows may each use a different adapter (PEFT mixed-adapter batches), with per-row stop sequences and token
 limits. ``LocalGenerator`` is the ``Generator`` port over it for one adapter; the TGI-protocol model server
-(``model_server.py``) uses ``LocalModel`` directly. Nothing is loaded at import time.
+(``adapters/model/server/``) uses ``LocalModel`` directly. Nothing is loaded at import time.
 """
 
 from __future__ import annotations
