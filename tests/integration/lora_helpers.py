@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ def write_random_lora(folder: Path, *, seed: int = 0, r: int = 8, scale: float =
     PEFT's default initialisation sets B = 0, which makes an adapter an exact no-op; a trained adapter
     never is, so B is random here too. ``scale`` keeps the model coherent while clearly changing it.
     """
-    cfg = AutoConfig.from_pretrained(smollm2_folder(), gguf_file=GGUF_FILE)
+    cfg = _base_config()
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     outs = {"q_proj": cfg.num_attention_heads * head_dim, "v_proj": cfg.num_key_value_heads * head_dim}
     gen = torch.Generator().manual_seed(seed)
@@ -34,3 +35,9 @@ def write_random_lora(folder: Path, *, seed: int = 0, r: int = 8, scale: float =
     ).save_pretrained(str(folder))
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     return folder
+
+
+@functools.lru_cache(maxsize=1)
+def _base_config():
+    # Only the shapes are read; parsing them out of the GGUF file takes ~5 s on 2 cores, so once per run.
+    return AutoConfig.from_pretrained(smollm2_folder(), gguf_file=GGUF_FILE)
