@@ -153,7 +153,8 @@ def length_plot(cases: list[dict]) -> str:
     (x0, y0), (x1, y1) = xy(0, 0), xy(top, top)
     body = [_axes("signed impression (words)", "draft (words)"),
             f'<line x1="{x0}" y1="{y0}" x2="{x1:.1f}" y2="{y1:.1f}" class="diag"/>',
-            f'<text x="{x1:.1f}" y="{H - PAD + 12}" text-anchor="end" class="tick">{top}</text>']
+            f'<text x="{x1:.1f}" y="{H - PAD + 12}" text-anchor="end" class="tick">{top}</text>',
+            f'<text x="{PAD - 4}" y="{y1 + 4:.1f}" text-anchor="end" class="tick">{top}</text>']
     for c in cases:
         x, y = xy(c["signed_words"], c["draft_words"])
         body.append(f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="3"><title>{escape(str(c.get("accession")))}: '
@@ -190,6 +191,8 @@ JS = """
       r.classList.toggle('hidden',!ok); if(ok)n++;});
     shown.textContent=n;
   }
+  // a link can carry a filter (report.html#q=pneumothorax&flag=laterality): one auditor sends another the cases
+  var h=new URLSearchParams(location.hash.slice(1)); if(h.get('q'))q.value=h.get('q'); if(h.get('flag'))kind.value=h.get('flag');
   q.addEventListener('input',filter); kind.addEventListener('change',filter);
   Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){
     th.addEventListener('click',function(){
@@ -278,7 +281,7 @@ Intervals: 95% bootstrap over cases (1000 resamples).</p>
 <h2>Cases</h2>
 <div class="controls"><label>filter <input id="q" type="search" placeholder="text, accession, observation"></label>
 <label>flag <select id="kind"><option value="">any</option><option value="none">no flag</option>{options}</select></label>
-<span><span id="shown">{len(cases)}</span> shown · click a heading to sort</span></div>
+<span><span id="shown"></span> shown · click a heading to sort</span></div>
 <table id="cases"><thead>{head}</thead><tbody>{''.join(_case_row(c) for c in cases)}</tbody></table>
 <h2>Not audited, by reason</h2><table id="reasons"><tr><th>reason</th><th>reports</th></tr>{reasons}</table>
 <table id="skipped"><thead><tr><th>source</th><th>index</th><th>reason</th><th>detail</th></tr></thead>
