@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,9 @@ import typer
 
 from .settings import Backend, Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="radbridge: draft radiology impressions on-prem.")
+# No pretty tracebacks: an error a user can act on is one line (main), anything else keeps Python's traceback.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="radbridge: draft radiology impressions on-prem.")
 
 
 def _settings(**overrides) -> Settings:
@@ -181,8 +184,12 @@ def eval_cmd(
 
 @app.command()
 def audit(
-    sources: list[Path] = typer.Argument(..., exists=True, help="HL7 v2 / FHIR files or folders of signed reports"),
+    sources: list[Path] = typer.Argument(None, exists=True, help="HL7 v2 / FHIR files or folders of signed reports"),
     out: Path = typer.Option(..., help="audit folder (created; the same folder again resumes)"),
+    topic: Optional[str] = typer.Option(None, help="audit a Kafka topic instead (no consumer group, nothing committed)"),
+    fhir_url: Optional[str] = typer.Option(None, help="audit a FHIR server's final radiology DiagnosticReports instead"),
+    since: Optional[datetime] = typer.Option(None, help="topic: record time; FHIR: report date (from)"),
+    until: Optional[datetime] = typer.Option(None, help="topic: record time; FHIR: report date (before)"),
     backend: Optional[Backend] = typer.Option(None, help="local | tgi | openai | instant"),
     adapter: Optional[str] = typer.Option(None, help="LoRA adapter folder (local) or adapter id (tgi/openai)"),
     url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
@@ -197,7 +204,7 @@ def audit(
     """Draft every signed in-scope report (replay) beside its signed impression: cases.csv/jsonl, run.json, report.html."""
     from .audit.report_html import write_report
     from .audit.run import Filters, NothingAudited, audit as run_audit
-    from .audit.sources import FileSource
+    from .audit.sources import audit_source
     from .bootstrap import build_drafter, build_generator
     from .errors import RadbridgeError
     from .retry import RetryPolicy
@@ -207,18 +214,43 @@ def audit(
     drafter = build_drafter(settings, build_generator(settings, retry=RetryPolicy.from_settings(settings)))
     filters = Filters(tuple(modality), tuple(procedure), limit, sample, seed)
     try:
-        record = run_audit(FileSource(sources), drafter, out, filters=filters, batch_size=batch_size or settings.batch_size)
+        source = audit_source(settings, sources or [], topic=topic, fhir_url=fhir_url, since=since, until=until)
+        record = run_audit(source, drafter, out, filters=filters, batch_size=batch_size or settings.batch_size)
     except NothingAudited as exc:
         write_report(out)
         typer.echo(json.dumps({"ok": False, "out": str(out), "reason": str(exc)}))
         raise typer.Exit(1)
     except RadbridgeError as exc:
-        typer.echo(json.dumps({"ok": False, "out": str(out), "error": exc.kind, "reason": str(exc)}))
+        again = " (finished cases are kept: run the same command again to continue)" if exc.retryable else ""
+        typer.echo(json.dumps({"ok": False, "out": str(out), "error": exc.kind, "reason": str(exc) + again}))
         raise typer.Exit(2)
     write_report(out)
     typer.echo(json.dumps({"ok": True, "out": str(out), **record["counts"]}))
 
 
-def main() -> None:  # pragma: no cover
+def fail_line(exc: BaseException) -> str | None:
+    """One line for an error the user can act on (bad setting, unreachable or refusing dependency), else None."""
+    from pydantic import ValidationError
+
+    from .errors import RadbridgeError
+    from .redact import mask_urls_in
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        return f"radbridge: invalid setting {where.upper() if where != 'settings' else where}: {first.get('msg')}"
+    if isinstance(exc, RadbridgeError):
+        return f"radbridge: {exc.kind}: {mask_urls_in(str(exc))}"
+    return None
+
+
+def main() -> None:  # pragma: no cover - exercised through the console script in tests
     logging.captureWarnings(True)
-    app()
+    try:
+        app()
+    except Exception as exc:
+        line = fail_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        raise SystemExit(2) from None
