@@ -49,7 +49,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        reporter.write("\n")  # the progress line has no newline yet
         reporter.write_sep("=", "unit tier boundary broken", red=True)
         reporter.write_line(message, red=True)
     else:
