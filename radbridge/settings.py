@@ -15,6 +15,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .limits import DEFAULT_LIMITS
+
 #: the adapter shipped in the repository (model/); the local backend uses it when none is configured
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 
@@ -104,6 +106,21 @@ class Settings(BaseSettings):
     fhir_token: SecretStr | None = None
     fhir_ca_bundle: Path | None = None
 
+    # --- limits (radbridge.limits): over one, the message is dead-lettered with reason limit_exceeded ------
+    max_message_bytes: int = Field(default=DEFAULT_LIMITS.max_message_bytes, ge=1, description="bytes of one payload")
+    max_segments: int = Field(default=DEFAULT_LIMITS.max_segments, ge=1, description="HL7 v2 segments per message")
+    max_entries: int = Field(
+        default=DEFAULT_LIMITS.max_entries, ge=1, description="FHIR Bundle entries (all levels), contained or results"
+    )
+    max_reports: int = Field(default=DEFAULT_LIMITS.max_reports, ge=1, description="reports per message")
+    max_attachment_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_attachment_bytes, ge=1, description="bytes of one decoded attachment"
+    )
+    max_pdf_pages: int = Field(default=DEFAULT_LIMITS.max_pdf_pages, ge=1, description="pages of one PDF attachment")
+    max_text_chars: int = Field(
+        default=DEFAULT_LIMITS.max_text_chars, ge=1, description="characters of one report's text or one attachment's"
+    )
+
     # --- operations --------------------------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9400, ge=0, le=65535)
@@ -138,5 +155,10 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def public_dict(self) -> dict:
-        """Settings safe to print or log: secrets stay masked."""
-        return self.model_dump(mode="json")
+        """Settings safe to print or log: secrets stay masked, and so do credentials inside URLs."""
+        from .redact import mask_url
+
+        out = self.model_dump(mode="json")
+        for key in ("model_url", "fhir_url", "kafka_bootstrap"):
+            out[key] = mask_url(out.get(key))
+        return out

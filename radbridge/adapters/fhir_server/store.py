@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from ...errors import StoreRejected, StoreUnavailable
 from ...formats.fhir.writer import bundle_bytes
+from ...redact import mask_url
 
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -55,7 +56,7 @@ class HttpFhirStore:
         )
 
     def __repr__(self) -> str:  # never shows the token
-        return f"HttpFhirStore({self.base_url!r})"
+        return f"HttpFhirStore({mask_url(self.base_url)!r})"
 
     def close(self) -> None:
         self._client.close()

@@ -29,6 +29,7 @@ from ...errors import (
     RadbridgeError,
 )
 from ...prompt import SYSTEM, Prompt
+from ...redact import mask_url, mask_urls_in
 
 # Fixed, report-free text: the probe must be the same every time and must not carry patient data.
 PROBE = Prompt(
@@ -90,7 +91,7 @@ def map_error(exc: BaseException, what: str) -> RadbridgeError:
 
 def _short(exc: BaseException) -> str:
     # TGI's validation messages name parameters and token counts, not the prompt; still, keep them short.
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return mask_urls_in(str(exc).splitlines()[0])[:200] if str(exc) else type(exc).__name__
 
 
 def call_once(fn: Callable[[], R], what: str) -> R:
@@ -161,7 +162,7 @@ class RemoteGenerator:
 
     @property
     def _what(self) -> str:
-        return f"{self.backend} {self.url}"
+        return f"{self.backend} {mask_url(self.url)}"  # goes into errors and logs: never credentials
 
     def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Generation:
         raise NotImplementedError
