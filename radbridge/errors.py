@@ -51,6 +51,19 @@ class UnsupportedContent(PermanentError):
     kind = "unsupported"
 
 
+class LimitExceeded(PermanentError):
+    """The message is bigger than a configured limit (bytes, segments, reports, pages, text characters).
+
+    ``limit`` is the setting's name (``max_message_bytes``...); the reason names it with the sizes only."""
+
+    kind = "limit_exceeded"
+
+    def __init__(self, limit: str, size: int, maximum: int, *, where: str | None = None):
+        self.limit, self.size, self.maximum, self.where = limit, size, maximum, where
+        at = f" at {where}" if where else ""
+        super().__init__(f"{limit} exceeded{at}: {size} > {maximum}")
+
+
 class ConfigurationError(PermanentError):
     """Settings or model files are wrong; the service must refuse to start rather than draft with them."""
 
