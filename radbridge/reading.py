@@ -12,6 +12,7 @@ from datetime import datetime
 
 from .domain import Report, Skipped, SourceFormat
 from .errors import MalformedMessage
+from .limits import DEFAULT_LIMITS, Limits
 from .formats.fhir.reader import read_fhir
 from .formats.framing import unframe
 from .formats.hl7v2.reader import read_hl7v2, split_hl7_stream
@@ -32,8 +33,10 @@ class Payload:
     messages: list[bytes]  # several only for HL7 v2 batch files or MLLP streams
 
 
-def split_payload(data: bytes) -> Payload:
-    """One payload -> its format and the messages in it. Raises MalformedMessage."""
+def split_payload(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Payload:
+    """One payload -> its format and the messages in it. Raises MalformedMessage, or LimitExceeded when the
+    payload is over ``limits.max_message_bytes`` (checked before anything else looks at it)."""
+    limits.check("max_message_bytes", len(data))
     fmt = detect_format(data)
     return Payload(fmt, split_hl7_stream(data) if fmt == "hl7v2" else [data])
 
@@ -44,23 +47,29 @@ def read_message(
     *,
     location: str | None = None,
     received_at: datetime | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Report | Skipped]:
-    """One message -> its reports (to draft) and skips (with reasons). Raises MalformedMessage.
+    """One message -> its reports (to draft) and skips (with reasons). Raises MalformedMessage or
+    LimitExceeded (a PermanentError naming the limit: the message is dead-lettered).
 
     ``fmt`` is the payload's format when the caller already detected it (``split_payload``).
     """
     if (fmt or detect_format(data)) == "hl7v2":
-        return read_hl7v2(data, location=location, received_at=received_at)
-    return read_fhir(data, location=location, received_at=received_at)
+        return read_hl7v2(data, location=location, received_at=received_at, limits=limits)
+    return read_fhir(data, location=location, received_at=received_at, limits=limits)
 
 
 def read_payload(
-    data: bytes, *, location: str | None = None, received_at: datetime | None = None
+    data: bytes,
+    *,
+    location: str | None = None,
+    received_at: datetime | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[SourceFormat, list[Report | Skipped]]:
     """Every report and skip of a payload, in order; message i > 0 of a batch is located as ``location#i``."""
-    payload = split_payload(data)
+    payload = split_payload(data, limits)
     items: list[Report | Skipped] = []
     for i, message in enumerate(payload.messages):
         where = location if i == 0 else f"{location or ''}#{i}"
-        items += read_message(message, payload.format, location=where, received_at=received_at)
+        items += read_message(message, payload.format, location=where, received_at=received_at, limits=limits)
     return payload.format, items

@@ -52,7 +52,8 @@ _LINE_HEADING = re.compile(
     rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})(?:[ \t]*/[ \t]*[a-z][a-z \t]{{0,40}}?)?[ \t]*(?::|-(?=\s))[ \t]*"
 )
 # A heading alone on its line, without a colon ("IMPRESSION" then the text on the next lines).
-_BARE_HEADING = re.compile(rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})[ \t]*:?[ \t]*$\n?")
+# (one run of blanks before the optional colon: "[ \t]*:?[ \t]*$" backtracks quadratically on long blank runs)
+_BARE_HEADING = re.compile(rf"(?im)^[ \t]*(?P<h>{_ALTERNATION})[ \t]*(?::[ \t]*)?$\n?")
 _INLINE_HEADING = re.compile(rf"(?<=[\s.;])(?P<h>{_ALTERNATION.upper()})[ \t]*:[ \t]*")
 # "... is normal. Impression: ..." -- a capitalised heading right after a sentence ends; the lower-case
 # "the impression: ..." inside a sentence is prose and stays.
@@ -87,16 +88,30 @@ def _tidy(text: str) -> str | None:
     return out or None
 
 
+def _merge(marks: list[tuple[int, int, str]], found) -> list[tuple[int, int, str]]:
+    """``marks`` plus the matches in ``found`` (in text order) that overlap none of them; linear, so that
+    thousands of heading lines cost no more than their length."""
+    out: list[tuple[int, int, str]] = []
+    k = 0
+    for m in found:
+        start, end = m.span()
+        while k < len(marks) and marks[k][1] <= start:
+            out.append(marks[k])
+            k += 1
+        if k < len(marks) and marks[k][0] < end:
+            continue  # overlaps a heading already found
+        out.append((start, end, _normalise(m["h"])))
+    out.extend(marks[k:])
+    return out
+
+
 def split_sections(text: str | None) -> Sections:
     """Find the sections of a report. Repeated headings are joined in order; nothing is dropped."""
     if not text or not text.strip():
         return Sections()
-    marks: list[tuple[int, int, str]] = []
+    marks: list[tuple[int, int, str]] = []  # sorted, never overlapping: an earlier pattern's heading wins
     for pattern in (_LINE_HEADING, _BARE_HEADING, _INLINE_HEADING, _SENTENCE_HEADING):
-        for m in pattern.finditer(text):
-            if not any(s <= m.start() < e or s < m.end() <= e for s, e, _ in marks):
-                marks.append((m.start(), m.end(), _normalise(m["h"])))
-    marks.sort()
+        marks = _merge(marks, pattern.finditer(text))
     if not marks:
         return Sections(preamble=_tidy(text))
     parts: dict[str, list[str]] = {}

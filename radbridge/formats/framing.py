@@ -6,18 +6,20 @@ unwrap through here.
 
 from __future__ import annotations
 
+import re
+
 BOM = b"\xef\xbb\xbf"
 MLLP_START = b"\x0b"
 MLLP_END = b"\x1c"
 _BLANK = b" \t\r\n"
+_LEADING = re.compile(rb"[ \t\r\n]*(?:\xef\xbb\xbf[ \t\r\n]*)*")
 
 
 def strip_bom(chunk: bytes) -> bytes:
     """Leading whitespace and byte-order marks removed (editors and some senders prepend several)."""
-    chunk = chunk.lstrip(_BLANK)
-    while chunk.startswith(BOM):
-        chunk = chunk[len(BOM) :].lstrip(_BLANK)
-    return chunk
+    # one linear scan: re-slicing per mark would copy the payload once per BOM
+    end = _LEADING.match(chunk).end()
+    return chunk[end:] if end else chunk
 
 
 def mllp_blocks(data: bytes) -> list[bytes]:

@@ -39,6 +39,7 @@ from typing import Any
 from ..attachments import PREFERENCE, READABLE, UnreadableAttachment, html_to_text, read_attachment
 from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ...errors import MalformedMessage
+from ...limits import DEFAULT_LIMITS, Limits
 from ...sections import split_sections
 
 LOINC = "http://loinc.org"
@@ -120,15 +121,22 @@ _SIGNATURE = re.compile(
 
 
 def read_fhir(
-    data: bytes, *, location: str | None = None, received_at: datetime | None = None
+    data: bytes, *, location: str | None = None, received_at: datetime | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> list[Report | Skipped]:
-    """One FHIR JSON document -> one Report or Skipped per DiagnosticReport in it. Raises MalformedMessage."""
+    """One FHIR JSON document -> one Report or Skipped per DiagnosticReport in it.
+
+    Raises MalformedMessage, or LimitExceeded when the document is over one of ``limits``."""
+    limits.check("max_message_bytes", len(data))
     doc = _load(data)
     rtype = doc.get("resourceType")
     if not isinstance(rtype, str) or not rtype:
         raise MalformedMessage("JSON is not a FHIR resource (no resourceType)", where="resourceType")
-    msg = _Message(data=data, sha256=sha256_of(data), location=location, received_at=received_at)
+    msg = _Message(data=data, sha256=sha256_of(data), location=location, received_at=received_at, limits=limits)
     if rtype == "Bundle":
+        # counted before any per-report work: 50,000 reports must cost a count, not 50,000 validations
+        entries, reports = _census(doc, depth=1)
+        limits.check("max_entries", entries, where="Bundle.entry")
+        limits.check("max_reports", reports, where="Bundle.entry")
         return _read_bundle(doc, msg)
     msg.message_id = _str(doc.get("id"))
     if rtype == "DiagnosticReport":
@@ -153,6 +161,7 @@ class _Message:
     entries: list[dict] = field(default_factory=list)  # Bundle entries (empty for a lone resource)
     by_ref: dict[str, int] = field(default_factory=dict)  # fullUrl / Type/id -> entry index
     path: str = "Bundle"  # JSON path of the Bundle whose entries these are (nested: Bundle.entry[2].resource)
+    limits: Limits = DEFAULT_LIMITS
 
     def source(self, index: int) -> SourceRef:
         return SourceRef(
@@ -170,6 +179,8 @@ def _load(data: bytes) -> dict:
         raise MalformedMessage("empty FHIR payload")
     try:
         doc = json.loads(data)
+    except RecursionError:
+        raise MalformedMessage("JSON nested too deeply", where="$") from None
     except UnicodeDecodeError as exc:
         raise MalformedMessage("FHIR JSON is not valid UTF-8", where=f"byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -180,6 +191,25 @@ def _load(data: bytes) -> dict:
 
 
 _MAX_BUNDLE_DEPTH = 3  # a Bundle inside a Bundle inside a Bundle (message -> document -> ...); deeper is malformed
+
+
+def _census(bundle: dict, depth: int) -> tuple[int, int]:
+    """(entries, DiagnosticReports) of a Bundle and the Bundles nested in it, as far as they are read.
+
+    Shapes are not checked here (the reading does that, naming the path); this only counts."""
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return 0, 0
+    n_entries, n_reports = len(entries), 0
+    for entry in entries:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
+        if rtype == "DiagnosticReport":
+            n_reports += 1
+        elif rtype == "Bundle" and depth < _MAX_BUNDLE_DEPTH:
+            inner = _census(res, depth + 1)
+            n_entries, n_reports = n_entries + inner[0], n_reports + inner[1]
+    return n_entries, n_reports
 
 
 def _read_bundle(bundle: dict, msg: _Message) -> list[Report | Skipped]:
@@ -257,6 +287,9 @@ class _Text:
 
 
 def _read_report(dr: dict, where: str, index: int, msg: _Message, entry_index: int | None = None) -> Report | Skipped:
+    for key in ("contained", "result"):
+        if isinstance(dr.get(key), list):
+            msg.limits.check("max_entries", len(dr[key]), where=f"{where}.{key}")
     _validate(dr, where, msg.message_id)
     status = dr.get("status")
     if status not in DR_STATUSES:
@@ -289,12 +322,14 @@ def _read_report(dr: dict, where: str, index: int, msg: _Message, entry_index: i
 
     texts: list[_Text] = []
     texts.extend(_result_texts(dr, ctx, unmapped))
-    texts.extend(_presented_form_texts(dr, where, msg.message_id, unmapped))
+    texts.extend(_presented_form_texts(dr, where, msg.message_id, unmapped, msg.limits))
     narrative = _narrative_text(dr)
     if narrative is not None:
         texts.append(narrative)
     elif isinstance(dr.get("text"), dict):
         unmapped.append(f"DiagnosticReport.text ({dr['text'].get('status', 'no status')} narrative, not used)")
+    chars = len(impression or "") + sum(len(v) for t in texts for v in t.sections.values())
+    msg.limits.check("max_text_chars", chars, where=where)
 
     fields: dict[str, str | None] = {"impression": impression, "indication": indication}
     for text in texts:
@@ -499,7 +534,9 @@ def _observation_value(obs: dict) -> str | None:
     return _unescape_newlines(text) or None
 
 
-def _presented_form_texts(dr: dict, where: str, message_id: str | None, unmapped: list[str]) -> list[_Text]:
+def _presented_form_texts(
+    dr: dict, where: str, message_id: str | None, unmapped: list[str], limits: Limits
+) -> list[_Text]:
     readable: list[tuple[int, str, str]] = []
     for i, att in enumerate(dr.get("presentedForm") or []):
         ctype = (att.get("contentType") or "").strip()
@@ -517,7 +554,7 @@ def _presented_form_texts(dr: dict, where: str, message_id: str | None, unmapped
         except (binascii.Error, ValueError):
             raise MalformedMessage("presentedForm.data is not base64", where=f"{where}.presentedForm[{i}].data", message_id=message_id) from None
         try:
-            kind, text = read_attachment(raw, ctype)
+            kind, text = read_attachment(raw, ctype, limits=limits)
         except UnreadableAttachment as exc:
             unmapped.append(f"{name}: {exc}")
             continue

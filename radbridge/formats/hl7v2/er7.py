@@ -18,7 +18,7 @@ from functools import lru_cache
 import hl7apy
 from hl7apy.exceptions import InvalidEncodingChars
 
-from ...errors import MalformedMessage
+from ...errors import LimitExceeded, MalformedMessage
 from ..framing import mllp_blocks, strip_bom
 
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
@@ -121,14 +121,20 @@ class Segment:
         return f"Segment({self.name}, {len(self.fields) - 1} fields, at {self.position})"
 
 
-def split_segments(text: str, delims: Delimiters, *, message_id: str | None = None) -> list[Segment]:
-    """Segments of one message; CR, LF and CRLF all end a segment, blank lines are ignored."""
+def split_segments(
+    text: str, delims: Delimiters, *, message_id: str | None = None, max_segments: int | None = None
+) -> list[Segment]:
+    """Segments of one message; CR, LF and CRLF all end a segment, blank lines are ignored.
+
+    Raises LimitExceeded past ``max_segments``."""
     segments: list[Segment] = []
     fs = delims.field
     for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
         if not line.strip():
             continue
         position = len(segments) + 1
+        if max_segments is not None and position > max_segments:
+            raise LimitExceeded("max_segments", position, max_segments, where=f"segment {position}")
         name = line[:3]
         if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != fs):
             raise MalformedMessage("not an HL7 segment", message_id=message_id, where=f"segment {position}")
@@ -154,6 +160,8 @@ def repetitions(value: str, delims: Delimiters) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 # Escape sequences
 
+#: the most line breaks one ``\.sp<n>\`` gives (``\.in``, ``\.ti`` and ``\.sk`` give none at all)
+MAX_ESCAPE_REPEAT = 100
 _FORMATTING_BREAKS = {".br": "\n", ".fi": "", ".nf": "", ".ce": "\n", "H": "", "N": ""}
 
 
@@ -208,8 +216,10 @@ def _decode_escape(seq: str, delims: Delimiters, charset: str) -> str | None:
     if seq in _FORMATTING_BREAKS:
         return _FORMATTING_BREAKS[seq]
     if seq.startswith(".sp"):
+        # capped: "\.sp999999999\" is 15 bytes that would otherwise become a gigabyte of line breaks
         arg = seq[3:].strip()
-        return "\n" * (int(arg) if arg.isdigit() else 1)
+        count = int(arg[:4]) if arg.isascii() and arg.isdigit() else 1
+        return "\n" * min(count, MAX_ESCAPE_REPEAT)
     if seq.startswith((".in", ".ti", ".sk")):
         return ""
     if seq[:1] == "X" and len(seq) > 1:

@@ -27,6 +27,7 @@ from datetime import datetime
 from ..attachments import UnreadableAttachment, read_attachment
 from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ...errors import MalformedMessage
+from ...limits import DEFAULT_LIMITS, Limits
 from ...sections import split_sections
 from ..framing import unframe
 from . import codes
@@ -139,8 +140,9 @@ def _decode(data: bytes) -> tuple[str, str, list[str]]:
     return text, used, notes
 
 
-def parse(data: bytes) -> Message:
-    """Tokenise one message and group its segments. Raises MalformedMessage."""
+def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Tokenise one message and group its segments. Raises MalformedMessage or LimitExceeded."""
+    limits.check("max_message_bytes", len(data))
     text, charset, charset_notes = _decode(unframe(data))
     text = text.strip().lstrip("\ufeff")
     if not text:
@@ -151,7 +153,7 @@ def parse(data: bytes) -> Message:
     delims = read_delimiters(first_line)
     msh_fields = ["MSH", delims.field, *first_line.split(delims.field)[1:]]
     message_id = msh_fields[10].strip() if len(msh_fields) > 10 and msh_fields[10].strip() else None
-    segments = split_segments(text, delims, message_id=message_id)
+    segments = split_segments(text, delims, message_id=message_id, max_segments=limits.max_segments)
     msh = segments[0]
 
     msh9 = msh[9]
@@ -227,10 +229,12 @@ def _group(segments: list[Segment]) -> tuple[list[Segment], list[Group]]:
 
 
 def read_hl7v2(
-    data: bytes, *, location: str | None = None, received_at: datetime | None = None
+    data: bytes, *, location: str | None = None, received_at: datetime | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> list[Report | Skipped]:
-    """One HL7 v2 message -> a Report per radiology OBR group, or Skipped with the reason. Never empty."""
-    msg = parse(data)
+    """One HL7 v2 message -> a Report per radiology OBR group, or Skipped with the reason. Never empty.
+
+    Raises MalformedMessage, or LimitExceeded when the message is over one of ``limits``."""
+    msg = parse(data, limits)
     msh = msg.segments[0]
     message_time = parse_dtm(msh[7]) or received_at
     sha = sha256_of(data)
@@ -250,11 +254,12 @@ def read_hl7v2(
         return [Skipped(source(0), SkipReason.NOT_A_RESULT, f"message type {kind[:16]} is not an ORU result")]
     if not msg.groups:
         raise MalformedMessage("ORU message without an OBR segment", message_id=msg.message_id, where="OBR")
+    limits.check("max_reports", len(msg.groups), where=f"OBR[{len(msg.groups)}]")
 
     header_unmapped = list(msg.notes) + _name_segments(msg, [s for s in msg.header if s.name not in ("MSH", "PID")])
     out: list[Report | Skipped] = []
     for group in msg.groups:
-        out.append(_read_group(msg, group, source(group.index), header_unmapped))
+        out.append(_read_group(msg, group, source(group.index), header_unmapped, limits))
     return out
 
 
@@ -305,7 +310,9 @@ class _LazyLabel:
         return f"OBX[{self.ordinal}] {self.obx[2].strip() or '?'}" + (f" {summary}" if summary else "")
 
 
-def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: list[str]) -> Report | Skipped:
+def _read_group(
+    msg: Message, group: Group, src: SourceRef, header_unmapped: list[str], limits: Limits
+) -> Report | Skipped:
     obr = group.obr
     where = f"OBR[{group.index + 1}]"
     obxs = [s for s in group.members if s.name == "OBX"]
@@ -333,7 +340,7 @@ def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: lis
         if status:
             obx_statuses.append(status)
         if vtype in ("ED", "RP"):
-            value = _attachment_text(msg, vtype, obx[5], label, unread)
+            value = _attachment_text(msg, vtype, obx[5], label, unread, limits)
             if value is None:
                 continue
         elif vtype in codes.TEXT_TYPES:
@@ -366,6 +373,8 @@ def _read_group(msg: Message, group: Group, src: SourceRef, header_unmapped: lis
             texts.append(_Text(codes.REPORT, "\n".join(notes)))
             other = [s for s in other if s.name != "NTE"]
     unmapped.extend(_name_segments(msg, other))
+    # before the section split and long before any prompt: a 20 MB OBX is refused, not drafted
+    limits.check("max_text_chars", sum(len(t.text) for t in texts), where=where)
 
     sections = _assemble(texts, unmapped)
     indication = sections.get(codes.INDICATION) or _obr_indication(msg, obr)
@@ -444,7 +453,9 @@ def _obr_indication(msg: Message, obr: Segment) -> str | None:
     return "\n".join(reasons) or None
 
 
-def _attachment_text(msg: Message, vtype: str, value: str, label: _LazyLabel, unread: list[str]) -> str | None:
+def _attachment_text(
+    msg: Message, vtype: str, value: str, label: _LazyLabel, unread: list[str], limits: Limits
+) -> str | None:
     """Text of an ED observation (a report sent as a PDF, RTF, HTML or plain-text document), or None when there
     is none; what is not read is named in ``unread``. An RP (a pointer to a document elsewhere) is never
     fetched: radbridge reads what the message carries.
@@ -488,7 +499,7 @@ def _attachment_text(msg: Message, vtype: str, value: str, label: _LazyLabel, un
         unread.append(f"{label} (attachment without a data subtype)")
         return None
     try:
-        _, text = read_attachment(raw, media_type, "utf-8" if encoding in ("A", "") else None)
+        _, text = read_attachment(raw, media_type, "utf-8" if encoding in ("A", "") else None, limits=limits)
     except UnreadableAttachment as exc:
         unread.append(f"{label} ({exc})")
         return None
