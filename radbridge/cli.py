@@ -244,6 +244,26 @@ def fail_line(exc: BaseException) -> str | None:
     return None
 
 
+@app.command("audit-compare")
+def audit_compare(
+    dir_a: Path = typer.Argument(..., exists=True, file_okay=False, help="an audit folder (A)"),
+    dir_b: Path = typer.Argument(..., exists=True, file_okay=False, help="an audit folder of the same history (B)"),
+    out: Path = typer.Option(..., help="folder for compare.html, compare.csv, compare.json"),
+    resamples: int = typer.Option(2000, help="paired bootstrap resamples"),
+) -> None:
+    """Two audits of the same history: paired bootstrap (ROUGE-L, clinical F1, flag rates), cases that changed most."""
+    from .audit.compare import compare, write
+
+    try:
+        result = compare(dir_a, dir_b, resamples=resamples)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(json.dumps({"ok": False, "reason": str(exc)}))
+        raise typer.Exit(1)
+    write(result, out)
+    typer.echo(json.dumps({"ok": True, "out": str(out), "shared": result["shared"], **{
+        k: {"a": f["a"], "b": f["b"], "diff": f["diff"], "ci95": f["ci95"]} for k, f in result["figures"].items()}}))
+
+
 def main() -> None:  # pragma: no cover - exercised through the console script in tests
     logging.captureWarnings(True)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
 from radbridge.evaluation import (
@@ -21,23 +20,11 @@ from radbridge.evaluation import (
     read_records,
     rouge_per_report,
 )
+from radbridge.audit.stats import paired_bootstrap  # one implementation, also behind radbridge audit-compare
 
 
 def _f1(counts: list[ClinicalCounts]) -> float:
     return ClinicalCounts.total(counts).f1
-
-
-def paired_bootstrap(a: list, b: list, statistic, *, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """statistic(A) - statistic(B) on all reports, and the 2.5 / 97.5 percentiles over ``n`` paired resamples."""
-    assert len(a) == len(b) and a, "both systems must be scored on the same, non-empty list of reports"
-    rng = random.Random(seed)
-    idx = range(len(a))
-    diffs = []
-    for _ in range(n):
-        pick = [rng.choice(idx) for _ in idx]
-        diffs.append(statistic([a[i] for i in pick]) - statistic([b[i] for i in pick]))
-    diffs.sort()
-    return statistic(a) - statistic(b), diffs[int(0.025 * n)], diffs[int(0.975 * n) - 1]
 
 
 def _mean(xs) -> float:
