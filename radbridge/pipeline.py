@@ -266,9 +266,10 @@ class Drafter:
         )
 
     def _recorded(self, p: _Pending) -> datetime:
-        """When the draft counts as recorded: the received time when known, so redeliveries are identical."""
-        if p.envelope.received_at is not None:
-            return p.envelope.received_at
-        times = [r.source.message_time for r in p.reports if r.source.message_time is not None]
-        return times[0] if times else self.clock()
+        """When the draft was made (DiagnosticReport.issued, Provenance.recorded): now, not the source's time.
+
+        Ids, record keys and conditional-create identifiers depend only on the source bytes, so a redelivery is
+        still recognised as the same draft; its bytes differ from the first delivery's in these times only.
+        """
+        return self.clock()
 

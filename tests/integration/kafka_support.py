@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -157,6 +158,14 @@ def publish(bootstrap: str, topic: str, messages: list[bytes]) -> None:
             f.get(30)
     finally:
         producer.close(5)
+
+
+_DRAFT_TIMES = re.compile(rb'"(issued|recorded|identifiedDateTime)":"[^"]*"')
+
+
+def without_draft_times(value: bytes) -> bytes:
+    """An output Bundle without the times the draft was made: what a redelivery must repeat byte for byte."""
+    return _DRAFT_TIMES.sub(rb'"\1":"-"', value)
 
 
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0,

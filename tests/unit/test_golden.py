@@ -57,7 +57,7 @@ def _jsonable(obj):
 
 def snapshot(path: Path) -> dict:
     # replay: signed example reports are drafted too, so every case exercises the whole chain
-    drafter = Drafter(InstantGenerator(), mode=Mode.REPLAY)
+    drafter = Drafter(InstantGenerator(), mode=Mode.REPLAY, clock=lambda: RECEIVED)  # the draft's own time, fixed
     data = path.read_bytes()
     [outcome] = drafter.process([Envelope(data, location=path.name, received_at=RECEIVED)])
     snap: dict = {"status": outcome.status, "format": outcome.format}

@@ -132,11 +132,17 @@ def test_an_empty_generation_is_an_error_not_an_empty_draft():
     assert out.status == "rejected" and "empty" in str(out.error)
 
 
-def test_same_input_same_output_bytes():
+def test_same_input_same_output_bytes_but_for_the_time_the_draft_was_made():
     env = Envelope(hl7(), received_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
-    a = Drafter(InstantGenerator()).process([env])[0]
-    b = Drafter(InstantGenerator()).process([env])[0]
+    t1, t2 = datetime(2026, 1, 1, 9, tzinfo=timezone.utc), datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    a = Drafter(InstantGenerator(), clock=lambda: t1).process([env])[0]
+    b = Drafter(InstantGenerator(), clock=lambda: t1).process([env])[0]
     assert bundle_bytes(a.bundle) == bundle_bytes(b.bundle)
+    later = Drafter(InstantGenerator(), clock=lambda: t2).process([env])[0]
+    (dr,) = [e["resource"] for e in later.bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert dr["issued"] == "2026-01-01T10:00:00+00:00"  # when the draft was made, not the message's own time
+    assert [e["fullUrl"] for e in later.bundle["entry"]] == [e["fullUrl"] for e in a.bundle["entry"]]
+    assert bundle_bytes(later.bundle).replace(b"T10:00:00", b"T09:00:00") == bundle_bytes(a.bundle)
     assert a.key == b.key
     other = Drafter(InstantGenerator()).process([Envelope(hl7(uid=7))])[0]
     assert other.key != a.key
