@@ -129,7 +129,7 @@ def observation_plot(cases: list[dict]) -> str:
     body = []
     for i, (name, c) in enumerate(rows):
         y, x = 4 + i * rh, left
-        body.append(f'<text x="{left - 4}" y="{y + rh * 0.7:.1f}" text-anchor="end" class="tick">{escape(name)}</text>')
+        body.append(f'<text x="{left - 4}" y="{y + rh * 0.7:.1f}" text-anchor="end" class="tick">{escape(name)} ({sum(c.values())})</text>')
         for part in ("found", "missed", "added"):
             w = (W - left - 12) * c[part] / top
             if w:
