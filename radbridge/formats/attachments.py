@@ -43,6 +43,11 @@ _CHARSET = re.compile(r"(?i)charset\s*=\s*\"?([\w.:-]+)")
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
+#: content-stream bytes a PDF may inflate to per text character allowed (a report page's drawing operators
+#: take 1-2 bytes per character shown; kerned text arrays up to about 6)
+PDF_CONTENT_BYTES_PER_CHAR = 4
+
+
 class UnreadableAttachment(ValueError):
     """The attachment's kind is known but its bytes give no text; the message names why, not what."""
 
@@ -176,10 +181,13 @@ def _pdf_text(raw: bytes, limits: Limits) -> str:
         chars = content = 0
         for page in pages:
             # A page's content stream can be a small compressed object that inflates to megabytes (and many
-            # pages can share it): bound the inflated bytes before pypdf interprets them, and the text after.
+            # pages can share it): bound the inflated bytes before pypdf interprets them (about 3 s a MB
+            # here), at a few bytes per text character allowed, and the text after.
             stream = page.get_contents()
             content += len(stream.get_data()) if stream is not None else 0
-            limits.check("max_attachment_bytes", content, where="PDF content streams")
+            if content > PDF_CONTENT_BYTES_PER_CHAR * limits.max_text_chars:
+                raise LimitExceeded("max_text_chars", content // PDF_CONTENT_BYTES_PER_CHAR, limits.max_text_chars,
+                                    where="PDF content streams")
             parts.append(page.extract_text() or "")
             chars += len(parts[-1])
             limits.check("max_text_chars", chars, where="PDF attachment")

@@ -135,8 +135,8 @@ def read_fhir(
     if rtype == "Bundle":
         # counted before any per-report work: 50,000 reports must cost a count, not 50,000 validations
         entries, reports = _census(doc, depth=1)
-        limits.check("max_entries", entries, where="Bundle.entry")
         limits.check("max_reports", reports, where="Bundle.entry")
+        limits.check("max_entries", entries, where="Bundle.entry")
         return _read_bundle(doc, msg)
     msg.message_id = _str(doc.get("id"))
     if rtype == "DiagnosticReport":
