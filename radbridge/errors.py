@@ -113,3 +113,10 @@ class FinalReportProtected(PermanentError):
     """Writing would overwrite a signed (final) report; radbridge never does that."""
 
     kind = "final_protected"
+
+
+class OutputRejected(PermanentError):
+    """Kafka refused this message's output for what it is (too large, invalid record), not for an outage:
+    retrying cannot help, so the source message is dead-lettered and the partition moves on."""
+
+    kind = "output_rejected"

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from kafka import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import InvalidRecordError, KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ..errors import PermanentError, RetryableError, StoreUnavailable
+from ..errors import OutputRejected, PermanentError, RetryableError, StoreUnavailable
 from ..pipeline import Envelope, Outcome
 from .backoff import Backoff
 from .metrics import ServiceMetrics
@@ -29,6 +29,14 @@ from .records import OutRecord, dead_letter_record, oru_record, output_record
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int, int]  # topic, partition, offset
+
+
+_REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
+
+
+def _refusal(exc: KafkaError, out: OutRecord | None) -> OutputRejected:
+    size = f" ({len(out.value)} bytes)" if out is not None else ""
+    return OutputRejected(f"Kafka refused the output record{size}: {type(exc).__name__}")
 
 
 def _key(record) -> Key:
@@ -230,7 +238,13 @@ class Service:
                     to_send += [(record, oru_record(self.oru_topic, record, outcome, i)) for i in range(len(outcome.oru))]
             elif outcome.status == "rejected":
                 to_send.append((record, dead_letter_record(self.dlq_topic, record, outcome.error, outcome.message_id)))
-        self._send_all(to_send)
+        refused = self._send_all(to_send)
+        # An output Kafka will never take (a poison record): dead-letter its source now instead of retrying forever.
+        for record in self._pending:
+            k = _key(record)
+            if k in refused and k not in self._done:
+                self._send_all([(record, dead_letter_record(self.dlq_topic, record, refused[k], outcomes[k].message_id))])
+                self._mark_done(record, outcomes[k], dead_letter=refused[k])
 
         for record in self._pending:
             k = _key(record)
@@ -249,16 +263,21 @@ class Service:
     def _held(self, outcome: Outcome) -> bool:
         return self.review_topic is not None and any(d.flags for d in outcome.drafts)
 
-    def _send_all(self, items: list[tuple[object, OutRecord]]) -> None:
-        """Send, then wait for every ack (acks=all). Any failure is retryable: keys make resends harmless."""
+    def _send_all(self, items: list[tuple[object, OutRecord]]) -> dict[Key, OutputRejected]:
+        """Send, then wait for every ack (acks=all). Returns the records whose output Kafka refused for what it is
+        (too large, invalid: permanent, for the caller to dead-letter); any other failure is retryable (keys make
+        resends harmless)."""
+        refused: dict[Key, OutputRejected] = {}
         if not items:
-            return
+            return refused
         failure: KafkaError | None = None
+        futures = []
         try:
-            futures = [
-                (record, self.producer.send(out.topic, key=out.key, value=out.value, headers=out.headers))
-                for record, out in items
-            ]
+            for record, out in items:
+                try:
+                    futures.append((record, self.producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)))
+                except _REFUSED as exc:  # kafka-python checks the size before sending
+                    refused[_key(record)] = _refusal(exc, out)
             self.producer.flush(timeout=self.send_timeout_s)
         except KafkaError as exc:
             raise StoreUnavailable(f"Kafka did not accept the output ({type(exc).__name__})") from exc
@@ -266,6 +285,9 @@ class Service:
         for record, future in futures:
             try:
                 future.get(timeout=self.send_timeout_s)
+            except _REFUSED as exc:  # the broker's own limit (message.max.bytes) or record validation
+                refused[_key(record)] = _refusal(exc, None)
+                failed.add(_key(record))
             except KafkaError as exc:
                 failure = failure or exc
                 failed.add(_key(record))
@@ -273,8 +295,11 @@ class Service:
         self._sent.update(_key(record) for record, _ in futures if _key(record) not in failed)
         if failure is not None:
             raise StoreUnavailable(f"Kafka did not acknowledge the output ({type(failure).__name__})") from failure
+        return refused
 
     def _mark_done(self, record, outcome: Outcome, dead_letter: BaseException | None = None) -> None:
+        if _key(record) in self._done:
+            return
         self._done.add(_key(record))
         ids = _ids(record, outcome.message_id)
         error = dead_letter or outcome.error

@@ -399,3 +399,38 @@ def test_on_flag_send_writes_flagged_drafts_with_their_issues_to_the_output_topi
     service.run()
     ((topic, _, value, _),) = producer.acked
     assert topic == "out" and b'"resourceType":"DetectedIssue"' in value
+
+
+class SizeLimitedProducer(FakeProducer):
+    """Refuses any record over ``limit`` bytes on the output topic, as kafka-python does before sending."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def send(self, topic, key=None, value=None, headers=None):
+        from kafka.errors import MessageSizeTooLargeError
+
+        if topic == "out" and len(value) > self.limit:
+            raise MessageSizeTooLargeError(f"{len(value)} bytes")
+        return super().send(topic, key, value, headers)
+
+
+def test_an_output_kafka_refuses_dead_letters_its_source_and_the_partition_moves_on():
+    many = json.loads(_report(1))
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": {**many, "id": f"r{i}"}} for i in range(40)]}
+    poison = json.dumps(bundle).encode()  # 40 reports: one output Bundle far over the limit
+    consumer = FakeConsumer({T0: [poison, _report(2)]})
+    producer = SizeLimitedProducer(limit=20_000)
+    service = _service(consumer, producer)
+    consumer.on_poll = _stop_when_drained(service)
+    service.run()
+
+    assert sorted(t for t, *_ in producer.acked) == ["dlq", "out"]  # the poison one dead-lettered, the next drafted
+    ((_, _, dlq_value, dlq_headers),) = [a for a in producer.acked if a[0] == "dlq"]
+    assert dlq_value == poison  # the original bytes, for an operator to fix and re-publish
+    dlq_headers = dict(dlq_headers)
+    assert dlq_headers["dlq-error-type"] == b"output_rejected"
+    assert consumer.commits[-1] == {T0: 2}  # nothing blocks the partition
+    assert service.metrics.dead_lettered.labels("output_rejected")._value.get() == 1
