@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from audit_messages import write_history
+from audit_messages import CASES, write_history
 from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.audit.run import Filters, NothingAudited, audit
 from radbridge.audit.sources import FileSource
@@ -164,3 +164,37 @@ def test_a_reader_bug_lists_the_message_and_the_audit_goes_on(tmp_path, monkeypa
     monkeypatch.setattr(run_module, "read_message", flaky)
     run = audit(FileSource([tmp_path / "h"]), drafter(), tmp_path / "out")
     assert run["counts"]["audited"] == 2 and run["counts"]["skipped_by_reason"]["unreadable"] == 2
+
+
+def test_a_fhir_server_that_fails_mid_paging_stops_the_run_resumably(tmp_path):
+    import httpx
+
+    from audit_messages import cxr_fhir
+    from radbridge.adapters.fhir_server.store import HttpFhirStore
+    from radbridge.audit.sources import FhirServerSource, SourceUnavailable
+
+    base = "http://fhir.test/r4"
+    pages = {1: [json.loads(cxr_fhir(i, *CASES[i])) for i in range(2)], 2: [json.loads(cxr_fhir(i, *CASES[i])) for i in (2, 3)]}
+    down = {"page2": True}
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        page = int(request.url.params.get("page", "1"))
+        if page == 2 and down["page2"]:
+            return httpx.Response(503)
+        body = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in pages[page]],
+                "link": [{"relation": "next", "url": f"{base}/DiagnosticReport?page=2"}] if page == 1 else []}
+        return httpx.Response(200, json=body)
+
+    def source():
+        store = HttpFhirStore(base, transport=httpx.MockTransport(handler), max_pages=100)
+        return FhirServerSource(store, base)
+
+    with pytest.raises(SourceUnavailable, match="HTTP 503"):
+        audit(source(), drafter(), tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "interrupted"
+    down["page2"] = False
+    run = audit(source(), drafter(), tmp_path / "out")
+    assert run["counts"]["audited"] == 4 and run["status"] == "complete"
+    assert set(seen) == {"GET"}  # searched, never written to
