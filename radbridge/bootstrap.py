@@ -54,7 +54,8 @@ def _backend(settings: Settings) -> Generator:
         return LocalGenerator(adapter, batch_size=settings.local_batch_size)
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
-    remote = dict(adapter=settings.adapter, timeout=settings.request_timeout_s, concurrency=settings.batch_size)
+    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    remote = dict(adapter=settings.adapter, timeout=settings.request_timeout_s, concurrency=settings.batch_size, api_key=key)
     if settings.backend == "tgi":
         from .adapters.model.tgi import TgiGenerator
 

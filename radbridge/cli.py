@@ -134,6 +134,9 @@ def serve_model(
     max_total_tokens: int = typer.Option(2048, help="prompt + new tokens per request, as TGI"),
     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
     log_level: Optional[str] = typer.Option(None, help="default: RADBRIDGE_LOG_LEVEL"),
+    api_key: Optional[str] = typer.Option(
+        None, help="require 'Authorization: Bearer KEY' (default: RADBRIDGE_MODEL_API_KEY; needed off 127.0.0.1)"
+    ),
 ) -> None:
     """Serve the local model over TGI's HTTP protocol (/generate, /v1/chat/completions, /info, /health)."""
     from .adapters.model.server import parse_adapters, serve
@@ -148,9 +151,14 @@ def serve_model(
         local = settings if settings.backend == "local" else settings.model_copy(update={"adapter": None})
         folder = local_adapter(local)
         adapters = {"radiology": str(folder)} if folder else {}
-    serve(host, port, adapters, max_batch_size=settings.local_batch_size, batch_wait_ms=batch_wait_ms,
-          max_concurrent_requests=max_concurrent_requests, max_total_tokens=max_total_tokens, threads=threads,
-          log_level=settings.log_level)
+    key = api_key or (settings.model_api_key.get_secret_value() if settings.model_api_key else None)
+    try:
+        serve(host, port, adapters, max_batch_size=settings.local_batch_size, batch_wait_ms=batch_wait_ms,
+              max_concurrent_requests=max_concurrent_requests, max_total_tokens=max_total_tokens, threads=threads,
+              log_level=settings.log_level, api_key=key)
+    except ValueError as exc:  # a refused configuration: one line, not a traceback
+        typer.echo(f"radbridge serve-model: {exc}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command("eval")

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         default=None, description="local: PEFT adapter folder (default: the shipped model/); tgi/openai: adapter id"
     )
     no_adapter: bool = Field(default=False, description="use the base model alone (evaluation of the untuned model)")
+    model_api_key: SecretStr | None = Field(
+        default=None, description="bearer token sent to the model server (tgi/openai) and required by serve-model"
+    )
     request_timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     max_new_tokens: int = Field(default=96, ge=1, le=1024)

@@ -308,7 +308,7 @@ def test_serve_model_reads_settings_at_its_edge(serve_calls, monkeypatch):
     assert logging_call == ("logging", "WARNING")
     assert (host, port, adapters) == ("127.0.0.1", 9123, {})
     assert kwargs == dict(max_batch_size=3, batch_wait_ms=5.0, max_concurrent_requests=128, max_total_tokens=2048,
-                          threads=None, log_level="WARNING")
+                          threads=None, log_level="WARNING", api_key=None)
 
 
 def test_serve_model_options_override_settings(serve_calls, monkeypatch, tmp_path):
@@ -321,7 +321,7 @@ def test_serve_model_options_override_settings(serve_calls, monkeypatch, tmp_pat
     logging_call, ((host, _, adapters), kwargs) = serve_calls
     assert logging_call == ("logging", "debug") and host == "0.0.0.0" and adapters == {"rad": str(tmp_path)}
     assert kwargs == dict(max_batch_size=5, batch_wait_ms=20.0, max_concurrent_requests=7, max_total_tokens=512,
-                          threads=1, log_level="debug")
+                          threads=1, log_level="debug", api_key=None)
 
 
 def test_serve_model_adapters_from_tgi_variable_or_settings(serve_calls, monkeypatch, tmp_path):
@@ -351,3 +351,22 @@ def test_serve_model_refuses_an_adapter_folder_that_is_not_peft(serve_calls, mon
     result = serve_model()
     assert result.exit_code != 0 and "adapter_config.json" in str(result.exception)
     assert not [call for call in serve_calls if call[0] != "logging"]
+
+
+def test_api_key_is_required_on_every_route_but_health(model):
+    app = create_app(model=model, config=ServerConfig(max_total_tokens=64, batch_wait_ms=1, api_key="k-123"))
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        body = {"inputs": "hello", "parameters": {"max_new_tokens": 2}}
+        assert c.post("/generate", json=body).status_code == 401
+        assert c.post("/generate", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/info").status_code == 401
+        ok = c.post("/generate", json=body, headers={"Authorization": "Bearer k-123"})
+        assert ok.status_code == 200 and "generated_text" in ok.json()
+
+
+def test_serving_off_loopback_without_a_key_is_refused():
+    from radbridge.adapters.model.server import serve
+
+    with pytest.raises(ValueError, match="without an API key"):
+        serve("0.0.0.0", 0, {})

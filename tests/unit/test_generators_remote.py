@@ -48,6 +48,7 @@ class FakeServer:
     def __init__(self, script):
         self.script = script
         self.calls: list[tuple[str, str, dict | None]] = []
+        self.auth: list[str | None] = []  # the Authorization header of each call
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,6 +56,7 @@ class FakeServer:
                 n = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(n)) if n else None
                 outer.calls.append((method, self.path, body))
+                outer.auth.append(self.headers.get("authorization"))
                 status, payload, delay = outer.script(method, self.path, body)
                 time.sleep(delay)
                 data = json.dumps(payload).encode() if payload is not None else b""
@@ -436,3 +438,11 @@ def test_cli_eval_retries_the_model_server_up_to_max_retries(serve, tmp_path):
     still_down = serve(_down_then_up(2, lambda m, p, b: (200, _generate_ok(b), 0)))
     result = _cli(["eval", "--data", data, "--out", out, "--backend", "tgi", "--url", still_down.url], retries=1)
     assert isinstance(result.exception, GeneratorUnavailable) and len(still_down.posts("/generate")) == 2
+
+
+def test_the_model_api_key_goes_with_every_request_of_both_backends(serve):
+    srv = serve(lambda m, p, b: (200, _chat_ok(b) if p.startswith("/v1/chat") else _generate_ok(b), 0))
+    TgiGenerator(srv.url, api_key="k-9").generate(prompts("Lungs clear."), GenerationParams(max_new_tokens=4))
+    OpenAIGenerator(srv.url, api_key="k-9").generate(prompts("Lungs clear."), GenerationParams(max_new_tokens=4))
+    assert srv.auth and set(srv.auth) == {"Bearer k-9"}
+    assert "k-9" not in repr(TgiGenerator(srv.url, api_key="k-9"))

@@ -128,6 +128,7 @@ class RemoteGenerator:
         timeout: float = 60.0,
         concurrency: int = 8,
         min_adapter_logprob_delta: float = 1e-3,
+        api_key: str | None = None,
     ):
         if timeout is None or timeout <= 0:
             raise ConfigurationError("the model server timeout must be a positive number of seconds")
@@ -138,8 +139,17 @@ class RemoteGenerator:
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
         self.min_adapter_logprob_delta = min_adapter_logprob_delta
+        self._api_key = api_key
         self._server_model: str | None = None
         self._server_version: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers of every request: the bearer token when the server needs one (never logged)."""
+        return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}({mask_url(self.url)!r})"
 
     @property
     def info(self) -> ModelInfo:

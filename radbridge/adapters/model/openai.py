@@ -30,7 +30,7 @@ class OpenAIGenerator(RemoteGenerator):
         super().__init__(url, **kwargs)
         # TGI takes "tgi" for "no adapter"; vLLM and SGLang want the served model's name.
         self.base_model_name = base_model_name
-        self._client = InferenceClient(base_url=self.url, timeout=self.timeout)
+        self._client = InferenceClient(base_url=self.url, timeout=self.timeout, headers=self.headers)
 
     def _chat(self, prompt: Prompt, params: GenerationParams, model: str, **extra):
         sampling = (
@@ -59,7 +59,7 @@ class OpenAIGenerator(RemoteGenerator):
 
     def _models(self) -> dict | list | None:
         def call():
-            response = get_session().get(f"{self.url}/v1/models", timeout=self.timeout)
+            response = get_session().get(f"{self.url}/v1/models", timeout=self.timeout, headers=self.headers)
             response.raise_for_status()
             return response.json()
 

@@ -24,7 +24,7 @@ class TgiGenerator(RemoteGenerator):
         super().__init__(url, **kwargs)
         self.chat_format = chat_format
         self.stops = list(STOP_SEQUENCES[chat_format])
-        self._client = InferenceClient(base_url=f"{self.url}/generate", timeout=self.timeout)
+        self._client = InferenceClient(base_url=f"{self.url}/generate", timeout=self.timeout, headers=self.headers)
 
     def _request(self, text: str, params: GenerationParams, *, adapter: str | None, **extra):
         sampling = {"do_sample": params.do_sample}
@@ -52,7 +52,7 @@ class TgiGenerator(RemoteGenerator):
 
     def _get_json(self, path: str) -> dict | None:
         def call():
-            response = get_session().get(f"{self.url}{path}", timeout=self.timeout)
+            response = get_session().get(f"{self.url}{path}", timeout=self.timeout, headers=self.headers)
             response.raise_for_status()
             return response.json() if response.content else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Mapping
@@ -41,6 +42,8 @@ def create_app(
     app.state.service = svc
     _add_error_handlers(app)
     _add_admission_limit(app, svc)
+    if config.api_key:
+        _add_bearer_auth(app, config.api_key)
     for router in (info_routes(svc), openai_routes(svc), tgi_routes(svc)):
         app.include_router(router)
     return app
@@ -73,3 +76,17 @@ def _add_admission_limit(app: FastAPI, svc: ModelService) -> None:
             return await call_next(request)
         finally:
             svc.in_flight -= 1
+
+
+def _add_bearer_auth(app: FastAPI, api_key: str) -> None:
+    """Bearer-token check on every route but /health (load balancers probe it without credentials)."""
+    expected = f"Bearer {api_key}".encode()
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if request.url.path == "/health":
+            return await call_next(request)
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return error_response(ApiError(401, "unauthorized", "missing or wrong bearer token"))
+        return await call_next(request)

@@ -32,6 +32,7 @@ def serve(
     max_total_tokens: int = 2048,
     threads: int | None = None,
     log_level: str = "info",
+    api_key: str | None = None,
 ) -> None:
     """Run the server until interrupted (blocking). Logging is the caller's: uvicorn only sets its levels."""
     import uvicorn
@@ -41,10 +42,25 @@ def serve(
         max_batch_size=max_batch_size,
         batch_wait_ms=batch_wait_ms,
         max_total_tokens=max_total_tokens,
+        api_key=api_key,
     )
+    if not api_key and not _loopback(host):
+        raise ValueError(f"refusing to serve on {host} without an API key: set --api-key or RADBRIDGE_MODEL_API_KEY "
+                         "(or bind to 127.0.0.1)")
     missing = [name for name, path in (adapters or {}).items() if not path]
     if missing:
         raise ValueError(f"adapters without a path: {', '.join(missing)}")
     model = LocalModel({k: v for k, v in (adapters or {}).items() if v}, batch_size=max_batch_size, threads=threads)
     app = create_app(model=model, config=config)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), log_config=None)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

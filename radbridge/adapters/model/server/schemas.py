@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -23,6 +23,8 @@ class ServerConfig:
     max_total_tokens: int = 2048
     max_input_tokens: int | None = None  # TGI's default: max_total_tokens - 1
     max_stop_sequences: int = 4
+    # Set: every route but /health needs "Authorization: Bearer <api_key>" (compared in constant time).
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def input_limit(self) -> int:
