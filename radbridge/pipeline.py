@@ -21,7 +21,7 @@ from .formats.fhir.writer import build_bundle
 from .formats.hl7v2.writer import build_oru
 from .reading import read_message, split_payload
 from .scope import Scope
-from .verify import check
+from .verify import check, check_input
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ class Drafter:
         for report, prompt, gen in zip(reports, prompts, generations):
             completion = clean_completion(gen.text)
             text, source = settle(self.template, prompt, completion)
-            flags = check(text, report.findings).flags if self.verify and text else ()
+            flags = (check(text, report.findings).flags + check_input(report.findings, report.unmapped)
+                     if self.verify and text else ())
             drafts.append(
                 Draft(
                     report=report,

@@ -38,6 +38,10 @@ class FlagKind(str, Enum):
     CONTRADICTION = "contradiction"
     OMISSION = "omission"
     UNSUPPORTED = "unsupported"
+    # The input, not the draft: the model drafted from text that may not be what the radiologist wrote.
+    INPUT_TRUNCATED = "input-truncated"
+    INPUT_CHARSET = "input-charset"
+    INPUT_GARBLED = "input-garbled"
 
 
 #: A wrong side or a reversed statement misleads; a missing or extra observation is for the reader to weigh.
@@ -46,6 +50,9 @@ SEVERITY: dict[FlagKind, str] = {
     FlagKind.CONTRADICTION: "high",
     FlagKind.OMISSION: "moderate",
     FlagKind.UNSUPPORTED: "moderate",
+    FlagKind.INPUT_TRUNCATED: "moderate",
+    FlagKind.INPUT_CHARSET: "moderate",
+    FlagKind.INPUT_GARBLED: "moderate",
 }
 
 _TITLES: dict[FlagKind, str] = {
@@ -53,6 +60,9 @@ _TITLES: dict[FlagKind, str] = {
     FlagKind.CONTRADICTION: "Contradicts the findings",
     FlagKind.OMISSION: "Omitted finding",
     FlagKind.UNSUPPORTED: "Not supported by the findings",
+    FlagKind.INPUT_TRUNCATED: "Findings look cut off",
+    FlagKind.INPUT_CHARSET: "Character set in doubt",
+    FlagKind.INPUT_GARBLED: "Unreadable characters in the findings",
 }
 
 
@@ -82,6 +92,13 @@ class Flag:
                     f"describe it on the {_side(self.findings_sides)} only.")
         if self.kind is FlagKind.CONTRADICTION:
             return f"{_TITLES[self.kind]}: the draft and the findings disagree on whether there is {obs}."
+        if self.kind is FlagKind.INPUT_TRUNCATED:
+            return f"{_TITLES[self.kind]}: the findings end mid-{self.observation}; the draft may miss what followed."
+        if self.kind is FlagKind.INPUT_CHARSET:
+            return (f"{_TITLES[self.kind]}: {self.observation}; accented or special characters in the findings may "
+                    "be wrong.")
+        if self.kind is FlagKind.INPUT_GARBLED:
+            return f"{_TITLES[self.kind]}: the findings contain {self.observation}."
         if self.kind is FlagKind.OMISSION:
             where = f" ({_side(self.findings_sides)})" if self.findings_sides else ""
             return f"{_TITLES[self.kind]}: the findings report {obs}{where}; the draft does not mention it."
@@ -146,3 +163,29 @@ def _sorted(sides) -> tuple[str, ...]:
 def laterality_disagreements(draft: str, findings: str) -> list[str]:
     """Observations the draft puts on a side on which the findings never mention them (evaluation's count)."""
     return sorted(fl.observation for fl in check(draft, findings).flags if fl.kind is FlagKind.LATERALITY)
+
+
+# How text ends when a sender cut it: a dangling connective or hyphen, or a last "sentence" that is one short word
+# fragment after complete ones ("Heart size normal. Lun").
+_DANGLING = re.compile(r"(?:[-,(/:]|\b(?:and|or|of|the|a|an|with|without|in|on|at|to|for|no|is|are|but|which|that))\s*\Z", re.IGNORECASE)
+_FRAGMENT = re.compile(r"[.!?]\s+([A-Za-z]{1,4})\s*\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_input(findings: str | None, unmapped: tuple[str, ...] = ()) -> tuple[Flag, ...]:
+    """Problems with the findings a draft was made from (radbridge.verify's input kinds), from the text and the
+    reader's notes (``Report.unmapped``). Heuristics, named as such in docs/design.md; never raises."""
+    text = (findings or "")[-MAX_CHARS:].rstrip()
+    flags: list[Flag] = []
+    if text and (_DANGLING.search(text) or _FRAGMENT.search(text)):
+        flags.append(Flag(FlagKind.INPUT_TRUNCATED, "word" if _FRAGMENT.search(text) else "sentence"))
+    for note in unmapped:
+        if "MSH-18" in note or "not UTF-8" in note:
+            # the reader's own words: which declaration failed and how the bytes were read (no report text)
+            flags.append(Flag(FlagKind.INPUT_CHARSET, note.split(":")[0].strip()[:80]))
+            break
+    if "\ufffd" in text:
+        flags.append(Flag(FlagKind.INPUT_GARBLED, "replacement characters (bytes that could not be decoded)"))
+    elif _CONTROL.search(text):
+        flags.append(Flag(FlagKind.INPUT_GARBLED, "control characters"))
+    return tuple(flags)

@@ -85,3 +85,16 @@ def test_draft_command_applies_the_manifest_scope(monkeypatch):
     monkeypatch.setenv("RADBRIDGE_SCOPE_CODES", "74177")  # a site widening the scope with its own code
     result = CliRunner().invoke(app, ["draft", "--backend", "instant", "--mode", "replay", str(HL7 / "ct_abdomen_headings_crlf_v251.hl7")])
     assert json.loads(result.stdout.splitlines()[0])["resourceType"] == "Bundle"
+
+
+def test_a_message_cut_mid_findings_is_drafted_with_an_input_flag(tmp_path):
+    msg = (
+        "MSH|^~\\&|RIS|H|EHR|H|20240101120000||ORU^R01^ORU_R01|CUT-1|P|2.5.1\r"
+        "PID|1||P1^^^H^MR||Doe^Pat\r"
+        "OBR|1||ACC1^RIS|71046^XR CHEST 2 VIEWS^C4|||20240101110000||||||||||||||||RAD|P\r"
+        "OBX|1|TX|59776-5^Procedure findings^LN||Heart size normal. Lun||||||P\r"
+    )
+    [out] = Drafter(InstantGenerator(), scope=CHEST_SCOPE).process([Envelope(msg.encode())])
+    codes = [e["resource"]["code"]["coding"][0]["code"] for e in out.bundle["entry"]
+             if e["resource"]["resourceType"] == "DetectedIssue"]
+    assert codes == ["input-truncated"]

@@ -87,3 +87,30 @@ def test_checker_runs_on_every_openi_findings_text():
         pytest.skip("OpenI data not beside the repository")
     for r in reports:
         check(r.get("impression") or "", r.get("findings") or "")
+
+
+@pytest.mark.parametrize(
+    "findings,kind",
+    [("Heart size normal. Lun", "input-truncated"), ("Small left effusion and", "input-truncated"),
+     ("Heart size normal. Lungs cle\ufffdr.", "input-garbled"), ("Heart normal.\x07 Lungs clear.", "input-garbled")],
+)
+def test_input_problems_are_flagged(findings, kind):
+    from radbridge.verify import check_input
+
+    assert [f.kind.value for f in check_input(findings)] == [kind]
+
+
+def test_a_contradicted_character_set_is_flagged_from_the_reader_note_without_text():
+    from radbridge.verify import check_input
+
+    (flag,) = check_input("Lungs clear.", ("bytes do not match MSH-18 8859/1: read as utf-8", "OBX[2] CE ignored"))
+    assert flag.kind.value == "input-charset" and "8859/1" in flag.detail
+
+
+def test_complete_findings_get_no_input_flag_across_openi():
+    from radbridge.verify import check_input
+
+    reports = openi_reports()
+    if not reports:
+        pytest.skip("OpenI data not beside the repository")
+    assert sum(1 for r in reports if check_input(r.get("findings"))) == 0
