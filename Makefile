@@ -6,6 +6,6 @@ test:  ## set up and run every test: unit, then integration on the real broker, 
 test-unit:  ## set up and run the fast unit tier only: no model, no broker, no server (the inner loop)
 	scripts/test.sh tests/unit
 fuzz:  ## a longer, randomized fuzz run of the readers (about 5 minutes; `make test` runs a small derandomized one)
-	RADBRIDGE_FUZZ_EXAMPLES=$${RADBRIDGE_FUZZ_EXAMPLES:-3000} RADBRIDGE_FUZZ_RANDOM=1 scripts/test.sh tests/unit/test_fuzz.py tests/unit/test_fuzz_corpus.py -q
+	RADBRIDGE_FUZZ_EXAMPLES=$${RADBRIDGE_FUZZ_EXAMPLES:-10000} RADBRIDGE_FUZZ_RANDOM=1 scripts/test.sh tests/unit/test_fuzz.py tests/unit/test_fuzz_corpus.py -q
 setup:
 	scripts/setup.sh
