@@ -208,6 +208,7 @@ def audit(
     sample: Optional[int] = typer.Option(None, help="N eligible reports drawn at random (with --seed)"),
     seed: int = typer.Option(0),
     batch_size: Optional[int] = typer.Option(None, help="reports drafted together; default RADBRIDGE_BATCH_SIZE"),
+    bundles: bool = typer.Option(False, "--bundles", help="also write each draft's FHIR Bundle to DIR/bundles/ (replay)"),
 ) -> None:
     """Draft every signed in-scope report (replay) beside its signed impression: cases.csv/jsonl, run.json, report.html."""
     from .audit.report_html import write_report
@@ -223,7 +224,8 @@ def audit(
     filters = Filters(tuple(modality), tuple(procedure), limit, sample, seed)
     try:
         source = audit_source(settings, sources or [], topic=topic, fhir_url=fhir_url, since=since, until=until)
-        record = run_audit(source, drafter, out, filters=filters, batch_size=batch_size or settings.batch_size)
+        record = run_audit(source, drafter, out, filters=filters, batch_size=batch_size or settings.batch_size,
+                           bundles=bundles)
     except NothingAudited as exc:
         write_report(out)
         typer.echo(json.dumps({"ok": False, "out": str(out), "reason": str(exc)}))

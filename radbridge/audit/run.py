@@ -178,7 +178,7 @@ class _Progress:
 
 def audit(
     source: Source, drafter: Drafter, out: Path, *, filters: Filters = Filters(), batch_size: int = 8,
-    on_case=None,
+    on_case=None, bundles: bool = False,
 ) -> dict:
     """Audit ``source`` into the folder ``out`` (resuming what is there); returns run.json's record.
 
@@ -199,6 +199,8 @@ def audit(
         for batch in _batches(selection.reports(), batch_size):
             for d in drafter.draft_reports(batch):
                 case = score_case(d, selection.scope_rules.get(d.report.source.key))
+                if bundles and d.impression.strip():
+                    _write_bundle(out, d)  # before the case row: a resumed run never lacks a finished case's Bundle
                 folder.add_case(case)
                 if on_case is not None:
                     on_case(case)
@@ -226,6 +228,19 @@ def audit(
             f"{c['skipped_by_reason'] or 'none'} (an audit needs signed reports with an impression, in the model's scope)"
         )
     return folder.run
+
+
+def _write_bundle(out: Path, draft) -> None:
+    """The draft's transaction Bundle under DIR/bundles/, marked as a replay, ids keyed by source and model."""
+    from ..formats.fhir.writer import build_bundle, bundle_bytes, draft_key
+
+    folder = out / "bundles"
+    folder.mkdir(exist_ok=True)
+    bundle = build_bundle([draft], recorded=datetime.now(timezone.utc), replay=True)
+    path = folder / f"{draft_key(draft, replay=True)}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(bundle_bytes(bundle))
+    tmp.replace(path)  # whole or absent, never half-written
 
 
 def _now() -> str:

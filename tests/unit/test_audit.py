@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import datetime, timezone
 import json
 from pathlib import Path
 
@@ -198,3 +199,28 @@ def test_a_fhir_server_that_fails_mid_paging_stops_the_run_resumably(tmp_path):
     run = audit(source(), drafter(), tmp_path / "out")
     assert run["counts"]["audited"] == 4 and run["status"] == "complete"
     assert set(seen) == {"GET"}  # searched, never written to
+
+
+def test_bundles_are_written_as_replays_with_ids_that_name_the_model(tmp_path):
+    from dataclasses import replace
+
+    from radbridge.adapters.model.memory import InstantGenerator
+    from radbridge.domain import Draft, GenerationParams, ModelInfo, Report, SourceRef
+    from radbridge.formats.fhir.writer import build_bundle, draft_key
+
+    write_history(tmp_path / "h", n=4)
+    result = cli(tmp_path / "h", "--out", tmp_path / "a", "--bundles")
+    assert result.exit_code == 0, result.stdout
+    cases = [json.loads(line) for line in (tmp_path / "a" / "cases.jsonl").read_text().splitlines()]
+    files = sorted((tmp_path / "a" / "bundles").glob("*.json"))
+    assert len(files) == len(cases) > 0
+    bundle = json.loads(files[0].read_bytes())
+    (prov,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance"]
+    assert "audit replay" in prov["reason"][0]["text"]
+    # two models on the same report: two distinct drafts, where a live draft's ids come from the source alone
+    report = Report(source=SourceRef(format="hl7v2", sha256="a" * 64), status="final", findings="x")
+    one = Draft(report, "Normal.", "paper-v1", InstantGenerator().info, GenerationParams())
+    two = replace(one, model=ModelInfo(backend="tgi", base_model="other"))
+    assert draft_key(one, replay=True) != draft_key(two, replay=True) and draft_key(one) == draft_key(two)
+    urls = lambda d: {e["fullUrl"] for e in build_bundle([d], recorded=datetime.now(timezone.utc), replay=True)["entry"]}
+    assert urls(one).isdisjoint(urls(two))

@@ -93,6 +93,8 @@ AI_DEVICE_TYPE = {
 MODEL_CARD_EXT = "http://hl7.org/fhir/uv/aitransparency/StructureDefinition/aitransparency.modelCardDescription"
 DERIVATION_ROLE = "derivation"  # the IG's role for the model card an AI ran under (R5 would say instantiates)
 REVIEW_NOTICE = "AI-generated draft; requires radiologist review."
+# Provenance.reason of a draft made by an audit replay of an already signed report (never sent to live systems).
+REPLAY_REASON = {"text": "audit replay of a signed report (radbridge audit); not for clinical use"}
 GENERATION_EXT = "urn:radbridge:fhir:extension:generation-parameters"
 PROMPT_POLICY_PREFIX = "urn:radbridge:prompt-template:"
 # Order-level identifier types (v2-0203) copied from the source onto the draft.
@@ -108,6 +110,7 @@ def build_bundle(
     status: OutputStatus = "preliminary",
     recorded: datetime,
     validate: bool = False,
+    replay: bool = False,
 ) -> dict:
     """One transaction Bundle (plain JSON-able dict) for the drafts of one input message."""
     if status not in ALLOWED_STATUSES:
@@ -117,14 +120,14 @@ def build_bundle(
         )
     if not drafts:
         raise ValueError("build_bundle needs at least one draft")
-    keys = [d.report.source.key for d in drafts]
+    keys = [draft_key(d, replay) for d in drafts]
     if len(set(keys)) != len(keys):
         raise ValueError("two drafts for the same report in one Bundle")
     issued = _instant(recorded)
     entries: list[dict] = []
     devices: dict[str, dict] = {}
     for draft in drafts:
-        key = draft.report.source.key
+        key = draft_key(draft, replay)
         dr_url = "urn:uuid:" + resource_uuid(key, "DiagnosticReport")
         did = device_id(draft.model)
         if did not in devices:
@@ -132,7 +135,7 @@ def build_bundle(
         entries.append(
             {
                 "fullUrl": dr_url,
-                "resource": _diagnostic_report(draft, status, issued),
+                "resource": _diagnostic_report(draft, status, issued, key),
                 "request": {
                     "method": "POST",
                     "url": "DiagnosticReport",
@@ -143,16 +146,23 @@ def build_bundle(
         entries.append(
             {
                 "fullUrl": "urn:uuid:" + resource_uuid(key, "Provenance"),
-                "resource": _provenance(draft, dr_url, "urn:uuid:" + did, issued),
+                "resource": _provenance(draft, dr_url, "urn:uuid:" + did, issued, key, replay),
                 "request": {"method": "POST", "url": "Provenance", "ifNoneExist": f"_tag={DRAFT_SYSTEM}|{key}"},
             }
         )
-        entries.extend(_detected_issue_entry(draft, flag, dr_url, issued) for flag in draft.flags)
+        entries.extend(_detected_issue_entry(draft, flag, dr_url, issued, key) for flag in draft.flags)
     entries.extend(devices.values())
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     if validate:
         validate_bundle(bundle)
     return bundle
+
+
+def draft_key(draft: Draft, replay: bool = False) -> str:
+    """The key of a draft's ids: the source report's; in a replay (audit) also the model's, so two adapters audited on
+    the same history give two distinct drafts instead of the second one being taken for the first."""
+    key = draft.report.source.key
+    return f"{key}-{device_id(draft.model)[:8]}" if replay else key
 
 
 def bundle_bytes(bundle: dict) -> bytes:
@@ -170,9 +180,8 @@ def validate_bundle(bundle: dict) -> None:
 # ---------------------------------------------------------------- resources
 
 
-def _diagnostic_report(draft: Draft, status: str, issued: str) -> dict:
+def _diagnostic_report(draft: Draft, status: str, issued: str, key: str) -> dict:
     report = draft.report
-    key = report.source.key
     impression = draft.impression.strip()
     if not impression:
         raise UnsupportedContent(f"empty draft impression for report {key}")
@@ -203,13 +212,12 @@ def _diagnostic_report(draft: Draft, status: str, issued: str) -> dict:
     return dr
 
 
-def _detected_issue_entry(draft: Draft, flag: Any, dr_url: str, identified: str) -> dict:
+def _detected_issue_entry(draft: Draft, flag: Any, dr_url: str, identified: str, key: str) -> dict:
     """One problem radbridge.verify found in the draft: a DetectedIssue implicating the draft report.
 
     ``detail`` names the observation and sides, never report text. Conditional create on its own tag, like the
     Provenance: a redelivery adds nothing.
     """
-    key = draft.report.source.key
     ident = f"{key}/{flag.kind.value}/{flag.observation.lower().replace(' ', '-')}"  # a search value: no spaces
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
@@ -234,18 +242,19 @@ def _detected_issue_entry(draft: Draft, flag: Any, dr_url: str, identified: str)
     }
 
 
-def _provenance(draft: Draft, dr_url: str, device_url: str, recorded: str) -> dict:
+def _provenance(draft: Draft, dr_url: str, device_url: str, recorded: str, key: str, replay: bool = False) -> dict:
     source = draft.report.source
     model = draft.model
     who_display = model.base_model + (f" + {model.adapter}" if model.adapter else "")
     return {
         "resourceType": "Provenance",
-        "meta": {"tag": [{"system": DRAFT_SYSTEM, "code": source.key}]},
+        "meta": {"tag": [{"system": DRAFT_SYSTEM, "code": key}]},
         "extension": [_generation_extension(draft)],
         "target": [{"reference": dr_url}],
         "recorded": recorded,
         "policy": [PROMPT_POLICY_PREFIX + draft.prompt_version],
         "activity": CREATE_ACTIVITY,
+        **({"reason": [REPLAY_REASON]} if replay else {}),
         "agent": [{"type": AUTHOR_TYPE, "who": {"reference": device_url, "display": who_display}}],
         "entity": [
             {
