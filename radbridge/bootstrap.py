@@ -14,6 +14,7 @@ from .pipeline import Drafter, Mode
 from .ports import ExampleSource, FhirStore, Generator
 from .prompt import DEFAULT_TEMPLATE, PromptTemplate
 from .retry import RetryingGenerator, RetryPolicy
+from .limits import Limits
 from .scope import Scope
 from .settings import SHIPPED_MODEL_DIR, Settings
 
@@ -137,6 +138,7 @@ def build_drafter(settings: Settings, generator: Generator | None = None) -> Dra
         examples=build_examples(settings, template),
         emit_oru=settings.emit_oru,
         scope=build_scope(settings),
+        limits=Limits.from_settings(settings),
     )
 
 

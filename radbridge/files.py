@@ -9,17 +9,20 @@ from typing import Iterable, Iterator, TextIO
 
 from .errors import PermanentError
 from .pipeline import Drafter, Envelope, Outcome
+from .limits import DEFAULT_LIMITS, Limits
 from .reading import split_payload
 
 log = logging.getLogger(__name__)
 
 
-def envelopes_from_files(paths: Iterable[Path]) -> Iterator[Envelope | tuple[str, PermanentError]]:
+def envelopes_from_files(
+    paths: Iterable[Path], limits: Limits = DEFAULT_LIMITS
+) -> Iterator[Envelope | tuple[str, PermanentError]]:
     """One Envelope per message (a batch file holds several); unreadable files yield (location, error)."""
     for path in paths:
         data = path.read_bytes()
         try:
-            messages = split_payload(data).messages
+            messages = split_payload(data, limits).messages
         except PermanentError as exc:
             yield str(path), exc
             continue
@@ -63,7 +66,7 @@ def draft_files(drafter: Drafter, paths: Iterable[Path], *, out: TextIO, batch_s
         out.flush()
         batch.clear()
 
-    for item in envelopes_from_files(paths):
+    for item in envelopes_from_files(paths, drafter.limits):
         if isinstance(item, Envelope):
             batch.append(item)
             if len(batch) >= batch_size:

@@ -20,6 +20,7 @@ from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_compl
 from .formats.fhir.writer import build_bundle
 from .formats.hl7v2.writer import build_oru
 from .reading import read_message, split_payload
+from .limits import DEFAULT_LIMITS, Limits
 from .scope import Scope
 from .verify import check, check_input
 
@@ -102,6 +103,7 @@ class Drafter:
         emit_oru: bool = False,
         scope: Scope = Scope(),
         verify: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         if template.n_examples and examples is None:
@@ -115,17 +117,19 @@ class Drafter:
         self.emit_oru = emit_oru
         self.scope = scope
         self.verify = verify
+        self.limits = limits
         self.clock = clock
 
     # -- reading and policy ------------------------------------------------------------------------------
     def _read(self, envelope: Envelope) -> _Pending:
         pending = _Pending(envelope)
         try:
-            payload = split_payload(envelope.data)
+            payload = split_payload(envelope.data, self.limits)
             pending.format = payload.format
             for i, message in enumerate(payload.messages):
                 location = envelope.location if i == 0 else f"{envelope.location or ''}#{i}"
-                for item in read_message(message, payload.format, location=location, received_at=envelope.received_at):
+                for item in read_message(message, payload.format, location=location, received_at=envelope.received_at,
+                                         limits=self.limits):
                     if item.source.message_id and item.source.message_id not in pending.message_ids:
                         pending.message_ids.append(item.source.message_id)
                     if isinstance(item, Skipped):

@@ -78,10 +78,11 @@ class _Selection:
 
     def _items(self, envelope: Envelope) -> Iterator[Report | Skipped]:
         try:
-            payload = split_payload(envelope.data)
+            payload = split_payload(envelope.data, self.drafter.limits)
             for i, message in enumerate(payload.messages):
                 where = envelope.location if i == 0 else f"{envelope.location or ''}#{i}"
-                yield from read_message(message, payload.format, location=where, received_at=envelope.received_at)
+                yield from read_message(message, payload.format, location=where, received_at=envelope.received_at,
+                                        limits=self.drafter.limits)
         except PermanentError as exc:
             self._skip(f"{sha256_of(envelope.data)[:32]}-msg", envelope.location, 0, "unreadable", str(exc))
         except Exception as exc:  # a reader bug lists the message; it must not end an audit of years of history

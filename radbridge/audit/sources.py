@@ -11,6 +11,7 @@ from typing import Iterator, Protocol, Sequence, Union
 
 from ..errors import PermanentError, RadbridgeError, RetryableError
 from ..pipeline import Envelope
+from ..limits import DEFAULT_LIMITS, Limits
 from ..reading import split_payload
 
 
@@ -47,9 +48,10 @@ def expand(paths: Sequence[Path]) -> list[Path]:
 class FileSource:
     """Files and folders of HL7 v2 (single, batch, MLLP) and FHIR JSON messages."""
 
-    def __init__(self, paths: Sequence[Path]):
+    def __init__(self, paths: Sequence[Path], limits: Limits = DEFAULT_LIMITS):
         self.paths = list(paths)
         self.files = expand(self.paths)
+        self.limits = limits
 
     def describe(self) -> dict:
         digest = hashlib.sha256()
@@ -62,7 +64,7 @@ class FileSource:
         for path in self.files:
             data = path.read_bytes()
             try:
-                messages = split_payload(data).messages
+                messages = split_payload(data, self.limits).messages
             except PermanentError as exc:
                 yield Unreadable(str(path), data, exc)
                 continue
@@ -225,4 +227,4 @@ def audit_source(settings, paths: Sequence[Path], *, topic: str | None = None, f
         return FhirServerSource(store, fhir_url, since=since, until=until)
     if since or until:
         raise ConfigurationError("--since/--until apply to --topic and --fhir-url, not to files")
-    return FileSource(paths)
+    return FileSource(paths, Limits.from_settings(settings))
