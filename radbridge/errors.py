@@ -109,6 +109,12 @@ class StoreRejected(PermanentError):
     kind = "store_rejected"
 
 
+class VersionConflict(StoreRejected):
+    """A version-aware write (If-Match) found the resource changed since it was read: re-read and decide again."""
+
+    kind = "version_conflict"
+
+
 class FinalReportProtected(PermanentError):
     """Writing would overwrite a signed (final) report; radbridge never does that."""
 

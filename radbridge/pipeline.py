@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Callable, Literal, Sequence
 
-from .domain import CLOSED_STATUSES, Draft, GenerationParams, Report, SkipReason, Skipped, sha256_of
+from .domain import CLOSED_STATUSES, Draft, GenerationParams, Identifier, Report, SkipReason, Skipped, sha256_of
 from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError
 from .ports import ExampleSource, Generator
 from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion, settle
@@ -42,6 +42,21 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class Retirement:
+    """A signed report arrived (live mode): radbridge's unsigned drafts for its accession are to be retired.
+
+    The core only says so; the caller that holds the FHIR store finds and retires the drafts
+    (radbridge.service.retire), since that is I/O.
+    """
+
+    signed: Report
+
+    @property
+    def accession(self) -> Identifier:
+        return self.signed.accession  # type: ignore[return-value]  (only made for reports that have one)
+
+
+@dataclass(frozen=True)
 class Outcome:
     envelope: Envelope
     drafts: tuple[Draft, ...] = ()
@@ -51,6 +66,7 @@ class Outcome:
     error: PermanentError | None = None
     message_ids: tuple[str, ...] = ()
     format: str | None = None
+    retire: tuple[Retirement, ...] = ()  # signed reports whose study's AI drafts are now superseded
 
     @property
     def status(self) -> Literal["drafted", "skipped", "rejected"]:
@@ -86,6 +102,7 @@ class _Pending:
     error: PermanentError | None = None
     drafts: list[Draft] = field(default_factory=list)
     scope_rules: dict[str, str] = field(default_factory=dict)  # report key -> the scope rule that let it draft
+    retire: list[Retirement] = field(default_factory=list)
 
 
 class Drafter:
@@ -151,6 +168,8 @@ class Drafter:
         if report.status in CLOSED_STATUSES:
             return Skipped(report.source, SkipReason.CLOSED, f"status {report.status}")
         if self.mode is Mode.LIVE and report.is_signed:
+            if report.accession is not None:  # the study's AI draft, if radbridge made one, is superseded
+                pending.retire.append(Retirement(report))
             return Skipped(report.source, SkipReason.ALREADY_SIGNED, f"status {report.status}")
         if self.scope.declared:
             decision = self.scope.decide(report)
@@ -268,6 +287,7 @@ class Drafter:
             oru=oru,
             message_ids=tuple(p.message_ids),
             format=p.format,
+            retire=tuple(p.retire),
         )
 
     def _recorded(self, p: _Pending) -> datetime:

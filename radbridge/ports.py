@@ -27,9 +27,12 @@ class Generator(Protocol):
 @runtime_checkable
 class FhirStore(Protocol):
     def transact(self, bundle: dict) -> dict:
-        """POST a transaction Bundle; return the transaction-response Bundle.
+        """POST a transaction Bundle; return the transaction-response Bundle. All entries are written, or none.
 
-        Raises StoreUnavailable (retryable) or StoreRejected (permanent).
+        Honours ``ifNoneExist`` (conditional create) and a PUT entry's ``ifMatch`` (``W/"<versionId>"``: the write
+        happens only if the resource is still that version; how a draft is retired without overwriting a
+        concurrent edit). Raises StoreUnavailable (retryable), VersionConflict (an ``ifMatch`` failed) or
+        StoreRejected (permanent).
         """
         ...
 

@@ -24,7 +24,8 @@ from ..errors import OutputRejected, PermanentError, RetryableError, StoreUnavai
 from ..pipeline import Envelope, Outcome
 from .backoff import Backoff
 from .metrics import ServiceMetrics
-from .records import OutRecord, dead_letter_record, oru_record, output_record
+from .records import OutRecord, dead_letter_record, oru_record, output_record, retirement_record
+from .retire import retire_drafts
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,34 @@ class Service:
                     self._send_all([(record, dead_letter_record(self.dlq_topic, record, exc, outcome.message_id))])
                     self._mark_done(record, outcome, dead_letter=exc)
                     continue
+            if outcome.retire and self.fhir_store is not None:
+                self._retire(record, outcome)
             self._mark_done(record, outcome)
+
+    def _retire(self, record, outcome: Outcome) -> None:
+        """Retire the drafts a signed report supersedes, then publish their notices (acked before the commit).
+
+        Retryable store or Kafka errors propagate (backoff; a redelivery finds the draft already retired and
+        sends the same notice again). A permanent refusal is logged and counted: the signed report itself is
+        fine, so it is never dead-lettered for it.
+        """
+        ids = _ids(record, outcome.message_id)
+        notices: list[tuple[object, OutRecord]] = []
+        for retirement in outcome.retire:
+            try:
+                results = retire_drafts(self.fhir_store, retirement)
+            except PermanentError as exc:
+                kind = getattr(exc, "kind", type(exc).__name__)
+                self.metrics.retirements.labels("rejected").inc()
+                log.warning("draft retirement refused", extra={**ids, "error_type": kind})
+                continue
+            for done in results:
+                self.metrics.retirements.labels(done.result).inc()
+                log.info("draft retirement", extra={**ids, "result": done.result, "draft_key": done.draft_key})
+                if done.notice is not None:
+                    notices.append((record, retirement_record(self.output_topic, record, outcome, done.notice)))
+        for refusal in self._send_all(notices).values():
+            log.warning("retirement notice refused", extra={**ids, "error_type": refusal.kind})
 
     def _held(self, outcome: Outcome) -> bool:
         return self.review_topic is not None and any(d.flags for d in outcome.drafts)

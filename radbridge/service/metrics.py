@@ -17,6 +17,13 @@ class ServiceMetrics:
         self.draft_flags = Counter(
             "radbridge_draft_flags", "Problems the checker found in written drafts", ["kind", "severity"], registry=r
         )
+        self.retirements = Counter(
+            "radbridge_retirements",
+            "AI drafts looked at when their signed report arrived, by outcome (retired, already_retired, "
+            "already_final, not_radbridge, not_found, rejected)",
+            ["outcome"],
+            registry=r,
+        )
         self.held = Counter("radbridge_held", "Flagged drafts held on the review topic (on_flag=hold)", registry=r)
         self.dead_lettered = Counter(
             "radbridge_dead_lettered", "Records written to the dead-letter topic", ["error_type"], registry=r

@@ -1,4 +1,5 @@
-"""The records the service writes: a draft Bundle on the output topic, the original bytes on the dead-letter topic.
+"""The records the service writes: a draft Bundle on the output topic, the original bytes on the dead-letter topic,
+a retirement notice on the output topic when a draft's signed report arrived.
 
 Everything here is derived from the source record and the Outcome, never from the clock, so a redelivery
 after a crash writes byte-identical records that downstream can de-duplicate by key.
@@ -6,6 +7,7 @@ after a crash writes byte-identical records that downstream can de-duplicate by 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,25 @@ def output_record(topic: str, record, outcome, value: bytes) -> OutRecord:
         if kinds:  # lets a consumer route or hold flagged drafts without parsing the Bundle
             headers.append(_h("draft-flags", ",".join(kinds)))
     return OutRecord(topic, outcome.key.encode("ascii"), value, headers)
+
+
+def draft_record_key(report_key: str) -> str:
+    """The output record key of the message that drafted the report ``report_key`` (``SourceRef.key``,
+    ``<sha256[:32]>-<index>``): the source bytes' hash, as ``Outcome.key``. Change both together."""
+    return report_key.rsplit("-", 1)[0]
+
+
+def retirement_record(topic: str, record, outcome, notice: dict) -> OutRecord:
+    """A draft's retirement, keyed like that draft's record (latest per key wins, as in a compacted topic).
+
+    ``notice`` holds ids and statuses only (radbridge.formats.fhir.retire.retirement_notice); canonical JSON and
+    source-derived headers, so a redelivery writes the same bytes.
+    """
+    headers = [("content-type", b"application/json"), _h("record-type", "draft-retired"), *source_headers(record)]
+    if outcome.message_id:
+        headers.append(_h("message-id", outcome.message_id))
+    value = json.dumps(notice, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return OutRecord(topic, draft_record_key(notice["draft"]["value"]).encode("ascii"), value, headers)
 
 
 def reason_of(error: BaseException) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 import httpx
 from pydantic import SecretStr
 
-from ...errors import StoreRejected, StoreUnavailable
+from ...errors import StoreRejected, StoreUnavailable, VersionConflict
 from ...formats.fhir.writer import bundle_bytes
 from ...redact import mask_url
 
@@ -129,6 +129,8 @@ class HttpFhirStore:
         message = f"FHIR server answered HTTP {status} to {method}" + (f": {detail}" if detail else "")
         if status >= 500 or status in RETRYABLE_STATUS:
             raise StoreUnavailable(message)
+        if status == 412:  # an If-Match (or ifMatch inside a transaction) found a newer version
+            raise VersionConflict(message)
         raise StoreRejected(message)
 
 
@@ -178,7 +180,8 @@ def _diagnostics(response: httpx.Response, payload: dict | None, limit: int = 3)
 
 
 class MemoryFhirStore:
-    """In-memory FHIR store for unit tests and ``--dry-run``: transactions are atomic, conditional create honoured.
+    """In-memory FHIR store for unit tests and ``--dry-run``: transactions are atomic, conditional create honoured,
+    a PUT entry's ``ifMatch`` checked against the stored version (``VersionConflict``, nothing written).
 
     Search understands token parameters ``identifier``, ``_tag``, ``_security``, ``status`` and ``_id``
     (``system|value``, ``|value`` or ``value``); any other parameter raises rather than matching everything.
@@ -212,6 +215,7 @@ class MemoryFhirStore:
                     pending_ids += 1
             elif method == "PUT" and url.count("/") == 1 and "?" not in url:
                 rtype, rid = url.split("/")
+                self._check_version(rtype, rid, request.get("ifMatch"), i)
                 outcome = "200 OK" if (rtype, rid) in self._resources else "201 Created"
             else:
                 raise StoreRejected(f"entry {i}: unsupported request {method} {url.split('?')[0]}")
@@ -252,8 +256,10 @@ class MemoryFhirStore:
 
     # ------------------------------------------------------------ test helpers
 
-    def update(self, resource: dict) -> dict:
-        """Write a resource as another system would (e.g. a radiologist signing the draft)."""
+    def update(self, resource: dict, *, if_match: str | None = None) -> dict:
+        """Write a resource as another system would (e.g. a radiologist signing the draft); ``if_match``
+        (``W/"<version>"``) makes it version-aware, as a PUT with If-Match."""
+        self._check_version(resource["resourceType"], resource["id"], if_match, 0)
         self._write(resource["resourceType"], resource["id"], copy.deepcopy(resource))
         return self.read(resource["resourceType"], resource["id"])  # type: ignore[return-value]
 
@@ -268,6 +274,14 @@ class MemoryFhirStore:
         resource = dict(resource, id=rid)
         resource["meta"] = {**(resource.get("meta") or {}), "versionId": str(version)}
         self._resources[(rtype, rid)] = resource
+
+    def _check_version(self, rtype: str, rid: str, if_match: str | None, index: int) -> None:
+        if if_match is None:
+            return
+        stored = self._resources.get((rtype, rid))
+        current = stored["meta"]["versionId"] if stored else None
+        if current is None or if_match not in (f'W/"{current}"', f'"{current}"'):
+            raise VersionConflict(f"entry {index}: version conflict: If-Match {if_match} but current is {current}")
 
     def _single_match(self, rtype: str, query: str, index: int) -> dict | None:
         matches = self._matches(rtype, parse_qsl(query, keep_blank_values=True))
