@@ -297,3 +297,34 @@ def test_the_retirement_transaction_is_valid_fhir_r4():
     bundle = retirement_bundle(draft, outcome.retire[0].signed, recorded=datetime(2026, 1, 2, tzinfo=timezone.utc))
     validate_bundle(bundle)
     assert bundle["entry"][0]["request"] == {"method": "PUT", "url": f"DiagnosticReport/{draft['id']}", "ifMatch": 'W/"1"'}
+
+
+def test_http_store_maps_412_to_a_version_conflict_and_other_4xx_to_a_rejection():
+    import httpx
+    import pytest
+
+    from radbridge.adapters.fhir_server.store import HttpFhirStore
+    from radbridge.errors import VersionConflict
+
+    def answer(request):
+        code = 412 if request.headers.get("x-case") == "stale" else 403
+        return httpx.Response(code, json={"resourceType": "OperationOutcome", "issue": [{"code": "conflict"}]})
+
+    store = HttpFhirStore("http://fhir.test/fhir", transport=httpx.MockTransport(answer))
+    store._client.headers["x-case"] = "stale"
+    with pytest.raises(VersionConflict):
+        store.transact({"resourceType": "Bundle", "type": "transaction", "entry": []})
+    store._client.headers["x-case"] = "other"
+    with pytest.raises(StoreRejected) as refused:
+        store.transact({"resourceType": "Bundle", "type": "transaction", "entry": []})
+    assert not isinstance(refused.value, VersionConflict)
+
+
+def test_draft_and_signed_report_in_one_batch_retire_in_order():
+    store = MemoryFhirStore()
+    service, consumer, producer = _service([prelim(), signed()], store)
+    service.batch_size = 8
+    service.run()
+    assert _drafts(store)[0]["status"] == RETIRED_STATUS and _count(service, "retired") == 1
+    assert [dict(h)["content-type"] for t, _, _, h in producer.acked] == [b"application/fhir+json", b"application/json"]
+    assert consumer.commits[-1] == {T0: 2}
