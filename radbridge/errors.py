@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .redact import safe_id
+
 
 class RadbridgeError(Exception):
     """Root of every error radbridge raises on purpose."""
@@ -41,7 +43,8 @@ class MalformedMessage(PermanentError):
         if where:
             parts.append(f"at {where}")
         if message_id:
-            parts.append(f"in message {message_id}")
+            # MSH-10 / a resource id is sender-controlled: printed only when id-shaped
+            parts.append(f"in message {safe_id(message_id)}")
         super().__init__(" ".join(parts))
 
 

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, TextIO
 from .errors import PermanentError
 from .pipeline import Drafter, Envelope, Outcome
 from .limits import DEFAULT_LIMITS, Limits
+from .redact import safe_id
 from .reading import split_payload
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ def outcome_record(outcome: Outcome) -> dict:
     """What `draft` prints for one message: the Bundle, or a skip/error record that says why."""
     if outcome.status == "drafted":
         return outcome.bundle  # type: ignore[return-value]
-    base = {"source": outcome.envelope.location, "message_id": outcome.message_id, "format": outcome.format}
+    # the source is the operator's own path; the message id is the sender's text, printed only when id-shaped
+    message_id = safe_id(outcome.message_id) if outcome.message_id else None
+    base = {"source": outcome.envelope.location, "message_id": message_id, "format": outcome.format}
     if outcome.status == "rejected":
         err = outcome.error
         return {"status": "error", **base, "error": err.kind, "reason": str(err)}  # type: ignore[union-attr]
@@ -53,16 +56,19 @@ def draft_files(drafter: Drafter, paths: Iterable[Path], *, out: TextIO, batch_s
     """Draft every message in the files, print one JSON line per message; False if any was malformed."""
     ok = True
     batch: list[Envelope] = []
+    line = 0  # the output line a log entry is about: file names are not logged (a sender may have chosen them)
 
     def flush() -> None:
-        nonlocal ok
+        nonlocal ok, line
         for outcome in drafter.process(batch):
             ok &= outcome.status != "rejected"
+            line += 1
             for s in outcome.skipped:
-                log.info("skipped", extra={"location": s.source.location, "index": s.source.index, "reason": s.reason.value})
+                log.info("skipped", extra={"output_line": line, "index": s.source.index, "reason": s.reason.value})
             out.write(json.dumps(outcome_record(outcome), sort_keys=True) + "\n")
             for oru in outcome.oru:  # --oru: the same draft as an HL7 v2 ORU^R01, one JSON line each
                 out.write(json.dumps({"status": "oru", "source": outcome.envelope.location, "hl7v2": oru.decode()}) + "\n")
+            line += len(outcome.oru)
         out.flush()
         batch.clear()
 
@@ -75,6 +81,7 @@ def draft_files(drafter: Drafter, paths: Iterable[Path], *, out: TextIO, batch_s
             if batch:
                 flush()
             ok = False
+            line += 1
             out.write(json.dumps(error_record(*item), sort_keys=True) + "\n")
     if batch:
         flush()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .domain import Coding, Report
+from .redact import safe_code
 
 Rule = Literal["code", "name", "modality", "unknown"]
 
@@ -85,14 +86,14 @@ class Scope:
         seen = _seen(proc, report.modality)
         if code is not None:
             if _match(code, self.excluded_codes):
-                return ScopeDecision(False, "code", seen)
+                return ScopeDecision(False, "code", f"{seen}: excluded by the site")
             if _match(code, self.codes):
-                return ScopeDecision(True, "code", seen)
+                return ScopeDecision(True, "code", f"{seen}: in the scope's codes")
         name = (proc.display or "").strip()
         if name:
-            verdict = self._by_name(name)
+            verdict, why = self._by_name(name)
             if verdict is not None:
-                return ScopeDecision(verdict, "name", seen)
+                return ScopeDecision(verdict, "name", f"{seen}; procedure name names {why}")
         modality = (report.modality or "").upper()
         if modality in self.modalities:
             if not self.region:  # a whole-modality scope: the modality is the exam
@@ -101,17 +102,57 @@ class Scope:
             return ScopeDecision(False, "modality", seen)
         return ScopeDecision(self.unknown == "draft", "unknown", seen)
 
-    def _by_name(self, name: str) -> bool | None:
+    def _by_name(self, name: str) -> tuple[bool | None, str]:
+        """The verdict on a procedure name, and what decided it in our words (never the sender's spelling)."""
         region = bool(self.region and re.search(rf"\b(?:{self.region})", name, re.IGNORECASE))
         own_modality = bool(self.modality_words and re.search(rf"\b(?:{self.modality_words})\b", name, re.IGNORECASE))
         other_modality = bool(_OTHER_MODALITY_WORDS.search(name) or _OTHER_MODALITY_ABBR.search(name))
         if other_modality and not own_modality:
-            return False
+            return False, _canonical(name, _MODALITY_NAMES, "another modality")
         if _OTHER_REGION.search(name) and not region:
-            return False
+            return False, _canonical(name, _REGION_NAMES, "another body region")
         if region and not other_modality:
-            return True
-        return None
+            return True, "the scope's region"
+        return None, ""
+
+
+# Our names for what the patterns above match, so a decision names our word, never the sender's text.
+_MODALITY_NAMES = [
+    (re.compile(r"\b(?:CAT SCAN|COMPUTED TOMOGRAPH\w*)\b", re.IGNORECASE), "CT"),
+    (re.compile(r"\bCTA?\b"), "CT"),
+    (re.compile(r"\bMAGNETIC RESONANCE\b", re.IGNORECASE), "MR"),
+    (re.compile(r"\b(?:MRI?|MRA)\b"), "MR"),
+    (re.compile(r"\b(?:ULTRASOUND|ULTRASONO\w*|SONO\w*|DOPPLER|DUPLEX)\b", re.IGNORECASE), "ultrasound"),
+    (re.compile(r"\bUS\b"), "ultrasound"),
+    (re.compile(r"\b(?:MAMMO\w*|TOMOSYNTHESIS)\b", re.IGNORECASE), "mammography"),
+    (re.compile(r"\bFLUORO\w*\b", re.IGNORECASE), "fluoroscopy"),
+    (re.compile(r"\bANGIO\w*\b", re.IGNORECASE), "angiography"),
+    (re.compile(r"\b(?:SPECT|NUCLEAR MED\w*|SCINTI\w*|BONE SCAN)\b", re.IGNORECASE), "nuclear medicine"),
+    (re.compile(r"\bNM\b"), "nuclear medicine"),
+    (re.compile(r"\bPET\b"), "PET"),
+    (re.compile(r"\bDEXA\b", re.IGNORECASE), "DXA"),
+    (re.compile(r"\bDXA\b"), "DXA"),
+    (re.compile(r"\b(?:ARTHROGRAM|MYELOGRAM|VENOGRAM|ESOPHAGRAM|BARIUM)\b", re.IGNORECASE), "contrast study"),
+    (re.compile(r"\b(?:IVP|KUB)\b"), "abdominal radiograph"),
+    (re.compile(r"\bECHO\w*\b", re.IGNORECASE), "echocardiography"),
+]
+_REGION_NAMES = [
+    (re.compile(rf"\b(?:{words})\b", re.IGNORECASE), name)
+    for words, name in [
+        ("HEAD|BRAIN|SKULL|FACE|FACIAL|SINUS\\w*|ORBIT\\w*", "head"), ("NECK|THYROID", "neck"),
+        ("C-?SPINE|CERVICAL|T-?SPINE|L-?SPINE|LUMBAR|SACRUM|SPINE", "spine"), ("ABDOM\\w*", "abdomen"),
+        ("PELVI\\w*|HIP|HIPS", "pelvis"),
+        ("KNEE|KNEES|ANKLE|FOOT|FEET|TOE\\w*|FEMUR|TIBIA|FIBULA|LEG", "lower limb"),
+        ("HAND|HANDS|WRIST|FINGER\\w*|ELBOW|FOREARM|HUMERUS|SHOULDER|ARM", "upper limb"),
+        ("RENAL|KIDNEY\\w*|LIVER|GALLBLADDER", "abdominal organ"), ("BREAST", "breast"),
+        ("SCROT\\w*|TESTI\\w*|UTER\\w*|OVAR\\w*|OBSTETRIC\\w*|PROSTATE", "pelvic organ"), ("CARDIAC|HEART", "heart"),
+    ]
+]
+
+
+def _canonical(name: str, table: list, fallback: str) -> str:
+    found = list(dict.fromkeys(word for pattern, word in table if pattern.search(name)))
+    return ", ".join(found) or fallback
 
 
 # Sections that say "radiology" without saying which exam.
@@ -122,7 +163,7 @@ _GENERIC_SECTIONS = frozenset({"RAD", "RX", "IMG", "IMAGING", "RADIOLOGY", "XR"}
 class ScopeDecision:
     in_scope: bool
     rule: Rule
-    seen: str = ""  # the code, name and modality the rule looked at (procedure names carry no patient data)
+    seen: str = ""  # what the rule looked at: standard-shaped codes and our own words, never the sender's text
 
     @property
     def detail(self) -> str:
@@ -139,15 +180,20 @@ def _match(code: str, listed: frozenset[str]) -> bool:
     return code in listed or f"|{value}" in listed
 
 
+_SYSTEM_NAMES = {"http://loinc.org": "LOINC", "http://www.ama-assn.org/go/cpt": "CPT", "http://snomed.info/sct": "SNOMED",
+                 "http://radlex.org": "RadLex"}
+
+
 def _seen(proc: Coding, modality: str | None) -> str:
+    """The procedure code (standard-shaped only) and its system by our name, whether it had a name, and the modality
+    code: a sender can put a patient's name in any of them, so none is quoted as sent."""
     parts = []
     if proc.code:
-        parts.append(f"code {proc.system + '|' if proc.system else ''}{proc.code}"[:80])
-    if proc.display:
-        parts.append(f"name {proc.display[:60]!r}")
+        system = _SYSTEM_NAMES.get(proc.system or "", "local" if proc.system else "no")
+        parts.append(f"procedure code {safe_code(proc.code)} ({system} system)")
     if modality:
-        parts.append(f"modality {modality[:16]}")
-    return "; ".join(parts) or "no procedure code, name or modality"
+        parts.append(f"modality {safe_code(modality)}")
+    return "; ".join(parts) or ("no procedure code or modality" if proc.display else "no procedure code, name or modality")
 
 
 __all__ = ["Scope", "ScopeDecision"]

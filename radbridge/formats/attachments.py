@@ -135,7 +135,7 @@ def read_attachment(
     if kind in PDF:
         raise UnreadableAttachment("PDF attachment does not start with %PDF-")
     if kind and kind not in READABLE:
-        raise UnreadableAttachment(f"content type {kind} cannot be read")
+        raise UnreadableAttachment(f"content type {media_type_name(kind)} cannot be read")
     if b"\x00" in raw:
         raise UnreadableAttachment("attachment is binary, not text")
     text = decode_text(raw, charset)
@@ -151,6 +151,14 @@ def read_attachment(
 
 
 # When one report comes in several renditions, the one read (the others are named): the least lossy first.
+_MEDIA_TYPE = re.compile(r"[a-z]{1,20}/[a-z0-9.+\-]{1,60}")
+
+
+def media_type_name(kind: str) -> str:
+    """A declared media type for a note: as sent when it has a media type's shape, else a placeholder."""
+    return kind if _MEDIA_TYPE.fullmatch(kind) else "<non-standard content type>"
+
+
 PREFERENCE = ("text/plain", "text/markdown", "text/html", "application/xhtml+xml", "application/xhtml", "text/rtf",
               "application/rtf", "application/pdf")  # fmt: skip
 

@@ -22,6 +22,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ..errors import OutputRejected, PermanentError, RetryableError, StoreUnavailable
 from ..pipeline import Envelope, Outcome
+from ..redact import safe_id
 from .backoff import Backoff
 from .metrics import ServiceMetrics
 from .records import OutRecord, dead_letter_record, oru_record, output_record, retirement_record
@@ -59,7 +60,7 @@ def envelope_of(record) -> Envelope:
 def _ids(record, message_id: str | None = None) -> dict:
     ids = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
     if message_id:
-        ids["message_id"] = message_id
+        ids["message_id"] = safe_id(message_id)  # MSH-10 / a resource id: the sender's text unless id-shaped
     return ids
 
 
@@ -341,7 +342,7 @@ class Service:
             self.metrics.skipped.labels(skip.reason.value).inc()
             log.info(
                 "skipped",
-                extra={**ids, "reason": skip.reason.value, "report_message_id": skip.source.message_id,
+                extra={**ids, "reason": skip.reason.value, "report_message_id": safe_id(skip.source.message_id),
                        "report_index": skip.source.index},
             )
         if outcome.status == "drafted":

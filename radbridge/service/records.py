@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..redact import safe_id
+
 Headers = list[tuple[str, bytes]]
 
 
@@ -38,7 +40,7 @@ def model_label(model) -> str:
 def output_record(topic: str, record, outcome, value: bytes) -> OutRecord:
     headers = [("content-type", b"application/fhir+json"), *source_headers(record)]
     if outcome.message_id:
-        headers.append(_h("message-id", outcome.message_id))
+        headers.append(_h("message-id", safe_id(outcome.message_id)))
     if outcome.format:
         headers.append(_h("source-format", outcome.format))
     if outcome.drafts:
@@ -65,13 +67,14 @@ def retirement_record(topic: str, record, outcome, notice: dict) -> OutRecord:
     """
     headers = [("content-type", b"application/json"), _h("record-type", "draft-retired"), *source_headers(record)]
     if outcome.message_id:
-        headers.append(_h("message-id", outcome.message_id))
+        headers.append(_h("message-id", safe_id(outcome.message_id)))
     value = json.dumps(notice, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return OutRecord(topic, draft_record_key(notice["draft"]["value"]).encode("ascii"), value, headers)
 
 
 def reason_of(error: BaseException) -> str:
-    """One line, bounded: DLQ headers must stay small and must not carry report text (errors name places, not text)."""
+    """One line, bounded: DLQ headers must stay small and must not carry report text or any value a sender wrote
+    (errors name places, our vocabulary and standard-shaped codes: tests/unit/test_no_echo.py)."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:500]
 
@@ -87,7 +90,7 @@ def dead_letter_record(topic: str, record, error: BaseException, message_id: str
         _h("dlq-source-timestamp", record.timestamp),
     ]
     if message_id:
-        headers.append(_h("dlq-message-id", message_id))
+        headers.append(_h("dlq-message-id", safe_id(message_id)))
     return OutRecord(topic, record.key, record.value, headers)
 
 
@@ -95,5 +98,5 @@ def oru_record(topic: str, record, outcome, index: int) -> OutRecord:
     """The draft of report ``index`` as an HL7 v2 ORU^R01 (result status P), keyed like the Bundle plus the index."""
     headers = [("content-type", b"x-application/hl7-v2+er7"), *source_headers(record)]
     if outcome.message_id:
-        headers.append(_h("message-id", outcome.message_id))
+        headers.append(_h("message-id", safe_id(outcome.message_id)))
     return OutRecord(topic, f"{outcome.key}-{index}".encode("ascii"), outcome.oru[index], headers)

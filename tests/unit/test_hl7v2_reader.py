@@ -106,10 +106,10 @@ def test_dcm4che_radiology_report_fields():
     assert "Liver Mass: 4mmx6mm" in lines and "Liver Mass: 5mmx7mm" in lines
     assert any("bronchopneumonia" in ln for ln in lines)
     # Everything else is named, with codes only
-    assert "OBX[1] ST 113014^DICOM Study^DCM (reference)" in report.unmapped
-    assert "OBX[6] CE 309088003^Renal Mass^SCT (coded value)" in report.unmapped
-    assert "OBX[9] TX 18783-1^Study recommendation^LN (recommendation)" in report.unmapped
-    assert "OBX[11] TX 11487-6^Consultation Request^LN (reference)" in report.unmapped
+    assert "OBX[1] ST 113014^DCM (reference)" in report.unmapped
+    assert "OBX[6] CE 309088003^SCT (coded value)" in report.unmapped
+    assert "OBX[9] TX 18783-1^LN (recommendation)" in report.unmapped
+    assert "OBX[11] TX 11487-6^LN (reference)" in report.unmapped
     joined = " ".join(report.unmapped)
     for text in ("Follow-up", "Patricia", "1-732", "Malignant", "kidney"):
         assert text not in joined
@@ -261,7 +261,7 @@ def test_v28_loinc_sections_ft_escapes_subids_and_repetitions():
     assert r.impression == "Slowly enlarging left thyroid nodule, TI-RADS 4.\nConsider fine needle aspiration."
     assert r.status == "corrected"
     assert r.source.message_time == datetime(2023, 6, 15, 10, 11, 12, 123000, tzinfo=timezone(timedelta(hours=-5)))
-    assert "OBX[8] NM 33756-8^Nodule size^LN (value)" in r.unmapped
+    assert "OBX[8] NM 33756-8^LN (value)" in r.unmapped
     assert "PRT[1]" in r.unmapped  # PRT is an ordinary segment in 2.8
 
 
@@ -577,7 +577,7 @@ def test_ed_plain_text_with_escapes():
         (ed("PDF", b"%PDF-1.4 truncated"), "PDF attachment could not be read"),
         (ed("PDF", text_pdf([])), "PDF attachment has no text layer"),
         (ed("PDF", b"x").replace("^eA==", "^not*base64"), "attachment data is not valid Base64"),
-        (ed("JPEG", b"\xff\xd8\xff", kind="IM"), "attachment subtype JPEG cannot be read"),
+        (ed("JPEG", b"\xff\xd8\xff", kind="IM"), "attachment subtype JPEG at ED-3 cannot be read"),
         (ed("", b"\xff\xd8\xff\x00", kind="IM"), "attachment without a data subtype"),
         (ed("application/octet-stream", b"\xff\xd8\xff\x00"), "content type application/octet-stream"),
         ("OBX|1|RP|18748-4^Diagnostic imaging study^LN||https://pacs.example/r/1^RIS^AP^PDF||||||F", "reference pointer"),

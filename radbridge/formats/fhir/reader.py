@@ -36,10 +36,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from ..attachments import PREFERENCE, READABLE, UnreadableAttachment, html_to_text, read_attachment
+from ..attachments import PREFERENCE, READABLE, UnreadableAttachment, html_to_text, media_type_name, read_attachment
 from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ...errors import MalformedMessage
 from ...limits import DEFAULT_LIMITS, Limits
+from ...redact import NON_STANDARD_ID, safe_code
 from ...sections import split_sections
 
 LOINC = "http://loinc.org"
@@ -306,7 +307,8 @@ def _read_report(dr: dict, where: str, index: int, msg: _Message, entry_index: i
     for key in dr:
         if key not in _MAPPED_KEYS:
             value = dr[key]
-            unmapped.append(f"DiagnosticReport.{key}" + (f" ({len(value)})" if isinstance(value, list) else ""))
+            name = key if _ELEMENT.fullmatch(key) else "<unknown element>"  # validated above; a key is still sent text
+            unmapped.append(f"DiagnosticReport.{name}" + (f" ({len(value)})" if isinstance(value, list) else ""))
 
     impression = _str(dr.get("conclusion"))
     for i, cc in enumerate(dr.get("conclusionCode") or []):
@@ -418,7 +420,7 @@ class _Resolver:
 
     def unused_contained(self) -> list[str]:
         return [
-            f"DiagnosticReport.contained[{k}] {c.get('resourceType')}/{cid}: not referenced"
+            f"DiagnosticReport.contained[{k}] {_type_name(c.get('resourceType'))}/{_id_name(cid)}: not referenced"
             for cid, (k, c) in self.contained.items()
             if cid not in self.used_contained
         ]
@@ -427,7 +429,7 @@ class _Resolver:
         unused = [i for i, e in enumerate(self.msg.entries) if i not in self.used_entries and isinstance(e.get("resource"), dict)]
         by_type: dict[str, list[int]] = defaultdict(list)
         for i in unused:
-            by_type[self.msg.entries[i]["resource"]["resourceType"]].append(i)
+            by_type[_type_name(self.msg.entries[i]["resource"]["resourceType"])].append(i)
         return [f"{self.msg.path}.entry[{','.join(map(str, idx))}] {rtype}: not used by this report" for rtype, idx in by_type.items()]
 
 
@@ -447,7 +449,7 @@ _READ_ELEMENTS = {
 def _usable(res: dict, where: str, expected: str, unmapped: list[str]) -> bool:
     """Elements a report reads must be valid; an invalid one is named, not used, and does not fail the report."""
     rtype = res.get("resourceType")
-    name = f"{where} {rtype}" + (f"/{res['id']}" if isinstance(res.get("id"), str) else "")
+    name = f"{where} {_type_name(rtype)}" + (f"/{_id_name(res['id'])}" if isinstance(res.get("id"), str) else "")
     if rtype != expected:
         unmapped.append(f"{name}: expected {expected}, not used")
         return False
@@ -541,7 +543,7 @@ def _presented_form_texts(
     for i, att in enumerate(dr.get("presentedForm") or []):
         ctype = (att.get("contentType") or "").strip()
         kind = ctype.split(";", 1)[0].strip().lower()
-        name = f"DiagnosticReport.presentedForm[{i}] {kind or 'no contentType'}"
+        name = f"DiagnosticReport.presentedForm[{i}] {media_type_name(kind) if kind else 'no contentType'}"
         data = att.get("data")
         if not data:
             unmapped.append(f"{name}: " + ("by url only, cannot be read" if att.get("url") else "no data"))
@@ -713,7 +715,7 @@ def _orders(dr: dict, ctx: _Resolver, identifiers: list[Identifier], unmapped: l
             continue
         rwhere, order = hit
         if order.get("resourceType") != "ServiceRequest":
-            unmapped.append(f"{where} {order.get('resourceType')}: order type not read")
+            unmapped.append(f"{where} {_type_name(order.get('resourceType'))}: order type not read")
             continue
         if not _usable(order, rwhere, "ServiceRequest", unmapped):
             continue
@@ -795,8 +797,16 @@ def _error_loc(exc: Exception) -> tuple[str, str]:
     if not callable(errors):
         return "", type(exc).__name__
     first = errors(include_input=False, include_url=False)[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ()))
-    return loc, first.get("type", "invalid")
+    kind = first.get("type", "invalid")
+    parts = list(first.get("loc", ()))
+    # pydantic walks only known elements, except an unknown key it refuses (the last part): a sender's text
+    loc = "".join(
+        f"[{p}]" if isinstance(p, int)
+        else f".{p}" if _ELEMENT.fullmatch(str(p)) and not (kind == "extra_forbidden" and n == len(parts) - 1)
+        else ".<unknown element>"
+        for n, p in enumerate(parts)
+    )
+    return loc, kind
 
 
 def _first_error(exc: Exception) -> str:
@@ -843,10 +853,11 @@ _SYSTEM_NAMES = {LOINC: "LOINC", SNOMED: "SNOMED", V2_0074: "v2-0074", DICOM: "D
 
 
 def _coding_label(c: dict) -> str | None:
+    """``LOINC 36643-5``: a system by our name (any other is "local"), a code only when standard-shaped."""
     if not c.get("code"):
         return None
     system = c.get("system")
-    return f"{_SYSTEM_NAMES.get(system, system or 'local')} {c['code']}"
+    return f"{_SYSTEM_NAMES.get(system, 'local')} {safe_code(str(c['code']))}"
 
 
 def _codes(concept: Any) -> str:
@@ -856,12 +867,38 @@ def _codes(concept: Any) -> str:
 
 
 def _ref_name(ref: Any) -> str | None:
-    """A reference shortened to Type/id (or #id, urn:uuid:...) for naming in unmapped."""
+    """A reference shortened to Type/id (or #id, urn:uuid:...) for naming in unmapped; a part that is not a FHIR
+    type or id (a sender's text) is replaced by a placeholder."""
     if not isinstance(ref, str) or not ref:
         return None
-    if ref.startswith(("#", "urn:")):
-        return ref
-    return "/".join(ref.split("/_history/", 1)[0].rsplit("/", 2)[-2:])
+    if ref.startswith("#"):
+        return f"#{_id_name(ref[1:])}"
+    if ref.startswith("urn:"):
+        return ref if _URN.fullmatch(ref) else "urn:<non-standard>"
+    parts = ref.split("/_history/", 1)[0].rsplit("/", 2)[-2:]
+    if len(parts) < 2:
+        return "<non-standard reference>"
+    return f"{_type_name(parts[0])}/{_id_name(parts[1])}"
+
+
+_ELEMENT = re.compile(r"_?[A-Za-z][A-Za-z0-9]{0,63}")  # an element name's shape (validation already knew it)
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_URN = re.compile(r"urn:uuid:[0-9A-Fa-f\-]{36}|urn:oid:[0-9.]{1,64}")
+
+
+def _id_name(value: Any) -> str:
+    return value if isinstance(value, str) and _FHIR_ID.fullmatch(value) else NON_STANDARD_ID
+
+
+def _type_name(rtype: Any) -> str:
+    """A resourceType for a note: the name of a FHIR R4 type, else a placeholder (the value is the sender's)."""
+    if isinstance(rtype, str) and _ELEMENT.fullmatch(rtype):
+        try:
+            _model_class_cached(rtype)
+            return rtype
+        except (ValueError, KeyError):
+            pass
+    return "<unknown resourceType>"
 
 
 def _count_types(indices, entries: list[dict]) -> str:
@@ -869,5 +906,5 @@ def _count_types(indices, entries: list[dict]) -> str:
     for i in indices:
         res = entries[i].get("resource")
         if isinstance(res, dict):
-            counts[res["resourceType"]] += 1
+            counts[_type_name(res["resourceType"])] += 1
     return ", ".join(f"{n} {t}" for t, n in counts.items())

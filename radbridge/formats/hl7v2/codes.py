@@ -189,6 +189,11 @@ def coding_system_uri(name: str) -> str | None:
 # encoding are listed; UTF-16/32 and the deprecated "UNICODE" (UCS-2) cannot be framed byte-wise the way ER7
 # is, and ISO IR14/IR159 are only meaningful inside ISO 2022 switching (ISO IR87 is read as ISO-2022-JP,
 # which is how Japanese HL7 senders use it).
+# Every value of HL7 table 0211: the only MSH-18 values a note may name (anything else is a sender's text).
+TABLE_0211 = frozenset(
+    {"ASCII", *(f"8859/{n}" for n in range(1, 16)), "ISO IR14", "ISO IR87", "ISO IR159", "GB 18030-2000",
+     "KS X 1001", "CNS 11643-1992", "BIG-5", "UNICODE", "UNICODE UTF-8", "UNICODE UTF-16", "UNICODE UTF-32"}
+)
 CHARSETS = {
     "ASCII": "ascii",
     **{f"8859/{n}": f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15)},

@@ -19,6 +19,7 @@ import hl7apy
 from hl7apy.exceptions import InvalidEncodingChars
 
 from ...errors import LimitExceeded, MalformedMessage
+from ...redact import safe_code
 from ..framing import mllp_blocks, strip_bom
 
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
@@ -354,7 +355,8 @@ def hl7apy_parse(message: str, *, find_groups: bool = False):
         msh.append("")
     declared = msh[11].split(delims.component)[0]
     version = resolve_version(declared) or "2.5.1"
-    notes: list[str] = [] if version == declared else [f"version {declared or 'empty'} read as {version}"]
+    shown = safe_code(declared) if declared.strip() else "empty"  # MSH-12 is the sender's text
+    notes: list[str] = [] if version == declared else [f"version {shown} read as {version}"]
     unknown = sorted({ln[:3] for ln in lines} - segments_of(version) - {"MSH"})
     unknown = [name for name in unknown if not name.startswith("Z")]  # hl7apy reads Z-segments as they are
     # Newer versions that define every unknown segment, oldest first; hl7apy's tables for some of them fail

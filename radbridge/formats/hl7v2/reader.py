@@ -8,8 +8,9 @@ Reading rules worth knowing (details in hl7v2_codes for vocabulary, hl7v2_er7 fo
 - Short coded text results (a measurement such as "Liver Mass: 4mmx6mm") join the findings with their
   name as a label; coded values (CE/CWE), numbers, images, RP pointers (never fetched) and unreadable ED
   documents are named in ``unmapped``, and in the skip reason when the report had no other text.
-- Every segment and OBX that does not land in a Report field is named in ``Report.unmapped`` (names and
-  codes only). Errors and skip details likewise never quote report text or patient identifiers.
+- Every segment and OBX that does not land in a Report field is named in ``Report.unmapped`` by position and
+  code. Errors, skip details and notes never quote what the sender wrote (names, displays, free text): only
+  positions, our own vocabulary and code values of a standard shape (``radbridge.redact.safe_code``).
 - Accession number: IPC-1 when present, else OBR-18 (IHE placer field 1), else the filler order number
   OBR-3, which most RIS use as the accession.
 - Character set: MSH-18 (table 0211: ASCII, ISO 8859 parts, UTF-8, ISO IR87, GB 18030, KS X 1001, BIG-5)
@@ -28,6 +29,7 @@ from ..attachments import UnreadableAttachment, read_attachment
 from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ...errors import MalformedMessage
 from ...limits import DEFAULT_LIMITS, Limits
+from ...redact import safe_code
 from ...sections import split_sections
 from ..framing import unframe
 from . import codes
@@ -50,7 +52,6 @@ __all__ = ["Message", "parse", "read_hl7v2", "split_hl7_stream"]
 # Segments that begin a new order group or a new patient, closing the current OBR group.
 _PATIENT_LEVEL = {"PID", "PD1", "PV1", "PV2", "NK1", "GT1", "IN1", "AL1", "DG1"}
 _LABEL_MAX = 60  # a coded text result this short reads as "Name: value" inside the findings
-_NAME_MAX = 48  # code names quoted in `unmapped` are cut to this length
 
 
 def split_hl7_stream(data: bytes) -> list[bytes]:
@@ -130,9 +131,11 @@ def _decode(data: bytes) -> tuple[str, str, list[str]]:
         # never fails, so a stray byte cannot make a whole report unreadable.
         text, used = body.decode("cp1252", errors="replace"), "cp1252"
     if codec:
-        notes = [f"bytes do not match MSH-18 {declared}: read as {used}"]
+        notes = [f"bytes do not match MSH-18 {declared}: read as {used}"]  # declared is one of ours (CHARSETS)
+    elif declared in codes.TABLE_0211:
+        notes = [f"MSH-18 character set {declared} not supported: read as {used}"]
     elif declared:
-        notes = [f"MSH-18 character set {declared[:24]} not supported: read as {used}"]
+        notes = [f"MSH-18 character set not in HL7 table 0211: read as {used}"]
     elif used != "utf-8":
         notes = [f"bytes are not UTF-8: read as {used}"]
     else:
@@ -174,7 +177,7 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
             raise MalformedMessage("not an HL7 v2 version", message_id=message_id, where="MSH-12")
         version = resolved
         if resolved != declared:
-            notes.append(f"MSH-12 version {declared[:12]} read with HL7 {resolved} tables")
+            notes.append(f"MSH-12 version {safe_code(declared)} read with HL7 {resolved} tables")
     notes.extend(charset_notes)
 
     header, groups = _group(segments)
@@ -250,8 +253,8 @@ def read_hl7v2(
         )
 
     if msg.message_type != "ORU":
-        kind = f"{msg.message_type}^{msg.trigger}" if msg.trigger else msg.message_type
-        return [Skipped(source(0), SkipReason.NOT_A_RESULT, f"message type {kind[:16]} is not an ORU result")]
+        kind = f"{safe_code(msg.message_type)}^{safe_code(msg.trigger)}" if msg.trigger else safe_code(msg.message_type)
+        return [Skipped(source(0), SkipReason.NOT_A_RESULT, f"message type {kind} at MSH-9 is not an ORU result")]
     if not msg.groups:
         raise MalformedMessage("ORU message without an OBR segment", message_id=msg.message_id, where="OBR")
     limits.check("max_reports", len(msg.groups), where=f"OBR[{len(msg.groups)}]")
@@ -264,18 +267,19 @@ def read_hl7v2(
 
 
 def _code_summary(msg: Message, value: str) -> str:
-    """code^name^system of a CE/CWE for `unmapped`: the name is a code's display, cut short."""
+    """code^system of a CE/CWE for `unmapped`: standard-shaped values only, never the code's name (a display is
+    free text a sender controls)."""
     code, name, system = msg.comp(value, 1), msg.comp(value, 2), msg.comp(value, 3)
-    if not code and not name:
-        return ""
-    return "^".join([code[:24], name[:_NAME_MAX], system[:16]]).rstrip("^")
+    if not code.strip():
+        return "(name only)" if name.strip() else ""
+    return safe_code(code) + (f"^{safe_code(system)}" if system.strip() else "")
 
 
 def _name_segments(msg: Message, segments: list[Segment]) -> list[str]:
     counts: dict[str, int] = {}
     names: list[str] = []
     known = segments_of(msg.version)
-    for seg in segments:
+    for seg in segments:  # segment names are three letters or digits (split_segments refuses others)
         counts[seg.name] = counts.get(seg.name, 0) + 1
         label = f"{seg.name}[{counts[seg.name]}]"
         if seg.name not in known:
@@ -307,7 +311,8 @@ class _LazyLabel:
 
     def __format__(self, spec: str) -> str:
         summary = _code_summary(self.msg, self.obx[3])
-        return f"OBX[{self.ordinal}] {self.obx[2].strip() or '?'}" + (f" {summary}" if summary else "")
+        vtype = self.obx[2].strip()
+        return f"OBX[{self.ordinal}] {safe_code(vtype) if vtype else '?'}" + (f" {summary}" if summary else "")
 
 
 def _read_group(
@@ -477,7 +482,7 @@ def _attachment_text(
     elif subtype:
         media_type = codes.ED_SUBTYPES.get(subtype.upper(), "")
         if not media_type:
-            unread.append(f"{label} (attachment subtype {subtype.upper()[:16]} cannot be read)")
+            unread.append(f"{label} (attachment subtype {safe_code(subtype.upper())} at ED-3 cannot be read)")
             return None
     else:  # no subtype: text when ED-2 or the encoding says so, a PDF when the bytes are one, else not read
         media_type = "text/plain" if parts[1].strip().upper() == "TEXT" else ""
@@ -490,7 +495,7 @@ def _attachment_text(
             raw = data.encode("utf-8")
             media_type = media_type or "text/plain"
         else:
-            unread.append(f"{label} (attachment encoding {encoding[:12]} not known)")
+            unread.append(f"{label} (attachment encoding {safe_code(encoding)} at ED-4 not known)")
             return None
     except (binascii.Error, ValueError):
         unread.append(f"{label} (attachment data is not valid {encoding.title()})")
@@ -589,7 +594,7 @@ def _classify(msg: Message, obr: Segment, obxs: list[Segment]) -> str | None:
     proc_code, proc_text = msg.comp(obr[4], 1), msg.comp(obr[4], 2)
     proc_alt = msg.comp(obr[4], 5)
     procedure_words = " ".join(p for p in (proc_text, proc_alt) if p)
-    shown = f"OBR-24 {section or 'empty'}, OBR-4 code {proc_code[:24] or 'empty'}"
+    shown = f"OBR-24 {safe_code(section) if section else 'empty'}, OBR-4 code {safe_code(proc_code) if proc_code.strip() else 'empty'}"
     if section in codes.LAB_SECTIONS:
         return f"laboratory service section ({shown})"
     if section in codes.CARDIOLOGY_SECTIONS or codes.is_cardiology_procedure_text(procedure_words):
