@@ -100,6 +100,19 @@ class GeneratorUnavailable(RetryableError):
     kind = "generator_unavailable"
 
 
+class AuthFailed(RetryableError):
+    """A dependency refused our credentials (HTTP 401/403): an expired token or a revoked grant is an outage
+    for an operator to fix, not a verdict on the message, so it backs off and nothing is dead-lettered.
+
+    ``dependency`` names the system (``fhir``, ``model``) for the metric and /readyz."""
+
+    kind = "auth_failed"
+
+    def __init__(self, dependency: str, reason: str):
+        self.dependency = dependency
+        super().__init__(reason)
+
+
 class StoreUnavailable(RetryableError):
     """The FHIR server or Kafka output could not durably accept the output."""
 

@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl
 import httpx
 from pydantic import SecretStr
 
-from ...errors import StoreRejected, StoreUnavailable, VersionConflict
+from ...errors import AuthFailed, StoreRejected, StoreUnavailable, VersionConflict
 from ...formats.fhir.writer import bundle_bytes
 from ...redact import mask_url
+from .auth import tls_context
 
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -34,25 +35,26 @@ class HttpFhirStore:
         *,
         timeout: float = 10.0,
         token: SecretStr | str | None = None,
-        verify: bool = True,
+        auth: httpx.Auth | None = None,
+        verify: bool | ssl.SSLContext = True,
         ca_bundle: str | Path | None = None,
         max_pages: int = 10,
         transport: httpx.BaseTransport | None = None,
     ):
+        """``token``: a static bearer token; ``auth``: anything that signs requests (e.g. auth.ClientCredentials);
+        ``verify``: a TLS context (auth.tls_context: CA bundle, client certificate) or a bool."""
         self.base_url = base_url.rstrip("/")
         self.max_pages = max_pages
         headers = {"Accept": FHIR_JSON}
         if token is not None:
             secret = token.get_secret_value() if isinstance(token, SecretStr) else token
             headers["Authorization"] = f"Bearer {secret}"
-        tls: ssl.SSLContext | bool
-        if ca_bundle is not None:
-            tls = ssl.create_default_context(cafile=str(ca_bundle))
-        else:
-            tls = verify
+        tls = verify if isinstance(verify, ssl.SSLContext) or ca_bundle is None else tls_context(ca_bundle)
+        self._auth = auth
         # The client opens no connection until the first request: constructing a store is side-effect free.
         self._client = httpx.Client(
-            headers=headers, timeout=httpx.Timeout(timeout), verify=tls, transport=transport, follow_redirects=False
+            headers=headers, timeout=httpx.Timeout(timeout), verify=tls, transport=transport, follow_redirects=False,
+            auth=auth,
         )
 
     def __repr__(self) -> str:  # never shows the token
@@ -60,6 +62,13 @@ class HttpFhirStore:
 
     def close(self) -> None:
         self._client.close()
+        close = getattr(self._auth, "close", None)
+        if close is not None:
+            close()
+
+    def check(self) -> None:
+        """Reachable, and our credentials accepted: GET ``/metadata`` (the CapabilityStatement)."""
+        self._send("GET", f"{self.base_url}/metadata")
 
     def __enter__(self) -> "HttpFhirStore":
         return self
@@ -129,6 +138,8 @@ class HttpFhirStore:
         message = f"FHIR server answered HTTP {status} to {method}" + (f": {detail}" if detail else "")
         if status >= 500 or status in RETRYABLE_STATUS:
             raise StoreUnavailable(message)
+        if status in (401, 403):  # an expired token or a revoked grant: the operator's outage, not this message's fault
+            raise AuthFailed("fhir", f"FHIR server answered HTTP {status} to {method}: credentials refused")
         if status == 412:  # an If-Match (or ifMatch inside a transaction) found a newer version
             raise VersionConflict(message)
         raise StoreRejected(message)

@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
 from ...domain import Generation, GenerationParams, ModelInfo
 from ...errors import (
     AdapterMismatch,
+    AuthFailed,
     ConfigurationError,
     GenerationRejected,
     GeneratorUnavailable,
@@ -46,7 +47,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 RETRY_STATUSES = frozenset({408, 424, 429, 500, 502, 503, 504})
-CONFIG_STATUSES = frozenset({401, 403, 404, 405})
+AUTH_STATUSES = frozenset({401, 403})
+CONFIG_STATUSES = frozenset({404, 405})  # a wrong URL or route: retrying cannot fix it
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -78,8 +80,10 @@ def map_error(exc: BaseException, what: str) -> RadbridgeError:
         return GenerationRejected(f"{what}: the model server rejected the request (422): {_short(exc)}")
     if isinstance(exc, (OverloadedError, GenerationError, IncompleteGenerationError)) or status in RETRY_STATUSES:
         return GeneratorUnavailable(f"{what}: model server answered {status or type(exc).__name__}")
+    if status in AUTH_STATUSES:  # an expired or revoked key: an outage to wait out, not a verdict on the message
+        return AuthFailed("model", f"{what}: model server answered {status}; credentials refused")
     if status in CONFIG_STATUSES:
-        return ConfigurationError(f"{what}: model server answered {status}; check the URL, route and credentials")
+        return ConfigurationError(f"{what}: model server answered {status}; check the URL and route")
     if status is not None and 400 <= status < 500:
         return GenerationRejected(f"{what}: model server answered {status}")
     if _is_transport_error(exc):
