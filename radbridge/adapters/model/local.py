@@ -43,6 +43,27 @@ def smollm2_folder() -> Path:
     return Path(spec.origin).parent
 
 
+# What `pip install radbridge[local]` adds; the base install (tgi/openai backends) has none of them.
+LOCAL_EXTRA = ("torch", "transformers", "peft", "gguf", "safetensors")
+
+
+def require_local_extra() -> None:
+    """Refuse, in one line, to build the in-process model in an install without the ``local`` extra."""
+    missing = []
+    for name in LOCAL_EXTRA:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise ConfigurationError(
+            f"the in-process model needs {', '.join(missing)}: install radbridge[local] "
+            "(or use a model server: RADBRIDGE_BACKEND=tgi|openai)"
+        )
+
+
 def file_sha256(path: Path | str) -> str:
     p = Path(path).resolve()
     st = p.stat()
@@ -129,6 +150,7 @@ class LocalModel:
         batch_size: int = 8,
         threads: int | None = None,
     ):
+        require_local_extra()
         self.model_dir = Path(model_dir) if model_dir else None
         # torch's thread count is per process; on a shared 2-core box 1 thread was ~6x faster than 2
         # (OpenMP spin-waits against other processes), so callers may pin it.
