@@ -132,6 +132,7 @@ class Service:
         self.batch_wait_s = max(0, batch_wait_ms) / 1000
         self.backoff = backoff or Backoff()
         self.metrics = metrics or ServiceMetrics()
+        self.metrics.describe_build(drafter)
         self.health = health or Health()
         self.send_timeout_s = send_timeout_s
         self.oru_topic = oru_topic
@@ -203,7 +204,8 @@ class Service:
                 return None
             started = time.perf_counter()
             try:
-                outcomes = self.drafter.process([envelope_of(r) for r in records])
+                with self.metrics.timed(self.metrics.model_call_seconds):
+                    outcomes = self.drafter.process([envelope_of(r) for r in records])
             except RetryableError as exc:
                 if not self._wait_out("generate", exc):
                     return None
@@ -255,7 +257,8 @@ class Service:
             outcome = outcomes[k]
             if outcome.status == "drafted" and self.fhir_store is not None and not self._held(outcome):
                 try:
-                    self.fhir_store.transact(outcome.bundle)
+                    with self.metrics.timed(self.metrics.fhir_call_seconds, "transact"):
+                        self.fhir_store.transact(outcome.bundle)
                 except PermanentError as exc:  # e.g. StoreRejected: this message, not the batch
                     self._send_all([(record, dead_letter_record(self.dlq_topic, record, exc, outcome.message_id))])
                     self._mark_done(record, outcome, dead_letter=exc)

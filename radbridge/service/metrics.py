@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+
+from .. import __version__
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 
@@ -11,6 +16,12 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # CPU, resident memory, open fds, start time (process_*): on this registry, not the global default one
+        ProcessCollector(registry=r)
+        self.build = Info(
+            "radbridge_build", "What is running: radbridge version, model backend, adapter and its sha256, prompt "
+            "template (one series, value 1)", registry=r,
+        )
         self.consumed = Counter("radbridge_consumed", "Records taken from the input topics", ["topic"], registry=r)
         self.drafted = Counter("radbridge_drafted", "Messages whose draft Bundle was written", registry=r)
         self.skipped = Counter("radbridge_skipped", "Reports skipped on purpose", ["reason"], registry=r)
@@ -38,6 +49,21 @@ class ServiceMetrics:
         self.generation_seconds = Histogram(
             "radbridge_generation_seconds", "Drafter.process time per batch", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.model_call_seconds = Histogram(
+            "radbridge_model_call_seconds",
+            "One batch's drafting call to the model backend, by outcome (ok, or the error kind: a timeout shows "
+            "here, not in radbridge_generation_seconds)",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fhir_call_seconds = Histogram(
+            "radbridge_fhir_call_seconds",
+            "One call to the FHIR server, by operation and outcome (ok, or the error kind)",
+            ["operation", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "radbridge_batch_size", "Records per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r
         )
@@ -51,3 +77,31 @@ class ServiceMetrics:
             "radbridge_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=r
         )
         self.backing_off = Gauge("radbridge_backing_off", "1 while waiting for a dependency to return", registry=r)
+
+    @contextmanager
+    def timed(self, histogram: Histogram, *labels: str):
+        """Observe the block's duration in ``histogram`` with ``labels`` and its outcome (the last label)."""
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            histogram.labels(*labels, outcome_of(exc)).observe(time.perf_counter() - started)
+            raise
+        histogram.labels(*labels, "ok").observe(time.perf_counter() - started)
+
+    def describe_build(self, drafter) -> None:
+        """Fill radbridge_build_info from the drafter: what a dashboard shows next to every rate."""
+        info = drafter.generator.info
+        self.build.info({
+            "version": __version__,
+            "backend": info.backend,
+            "base_model": info.base_model or "",
+            "adapter": info.adapter or "",
+            "adapter_sha256": info.adapter_sha256 or "",
+            "prompt_template": drafter.template.id,
+        })
+
+
+def outcome_of(exc: BaseException | None) -> str:
+    """A call's outcome label: ok, or the error's kind (a short, fixed set: never a message)."""
+    return "ok" if exc is None else getattr(exc, "kind", type(exc).__name__)
