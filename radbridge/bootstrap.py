@@ -165,6 +165,7 @@ def build_service(settings: Settings, bootstrap: str, *, drafter: Drafter | None
     from .service.backoff import Backoff
     from .service.loop import Health, Service
     from .service.metrics import ServiceMetrics
+    from .service.signoff import SignoffFeedback
 
     drafter = drafter or build_drafter(settings)
     try:
@@ -187,4 +188,5 @@ def build_service(settings: Settings, bootstrap: str, *, drafter: Drafter | None
         health=Health(),
         oru_topic=settings.oru_topic,
         review_topic=settings.review_topic if settings.on_flag == "hold" else None,
+        signoff=SignoffFeedback.from_settings(settings),
     )

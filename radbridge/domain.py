@@ -77,6 +77,8 @@ class Report:
     technique: str | None = None
     findings: str | None = None
     impression: str | None = None  # the radiologist's own impression, when the source has one
+    # OBR-32 / resultsInterpreter: who signed it. Only ever used pseudonymised (radbridge.service.signoff).
+    interpreter: str | None = None
     # Every part of the source that did not land in a field above, named (e.g. "OBX[4] CE 309088003"),
     # never quoted: this is how "nothing is silently dropped" is kept and shown.
     unmapped: tuple[str, ...] = ()

@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     review_topic: str = Field(
         default="radiology.drafts.review", description="held (flagged) drafts go here instead of the output topic"
     )
+    # --- sign-off feedback (radbridge.service.signoff): needs fhir_url, the draft memory ---------------------
+    feedback_topic: str | None = Field(
+        default=None, description="one record per signed report (ids, scores, classes); unset: metrics only"
+    )
+    feedback_per_reader: bool = Field(
+        default=False, description="per-radiologist sign-off figures, with pseudonymous ids (needs the key below)"
+    )
+    feedback_reader_key: SecretStr | None = Field(
+        default=None, description="secret key of the HMAC-SHA256 that pseudonymises the reader id"
+    )
 
     # --- output ------------------------------------------------------------------------------------------
     mode: Literal["live", "replay"] = "live"

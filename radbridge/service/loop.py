@@ -27,6 +27,7 @@ from .backoff import Backoff
 from .metrics import ServiceMetrics
 from .records import OutRecord, dead_letter_record, oru_record, output_record, retirement_record
 from .retire import retire_drafts
+from .signoff import SignoffFeedback
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class Service:
         send_timeout_s: float = 30.0,
         oru_topic: str | None = None,
         review_topic: str | None = None,
+        signoff: SignoffFeedback | None = None,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -139,6 +141,7 @@ class Service:
         # Set: a draft the checker flagged is held here for review instead of going to the output topic and
         # the FHIR server (RADBRIDGE_ON_FLAG=hold); nothing is lost, its offset is committed once it is written.
         self.review_topic = review_topic
+        self.signoff = signoff or SignoffFeedback()  # sign-off feedback: metrics always, a record with a topic
 
         self._stop = threading.Event()
         self._pending: list = []  # the current batch, in poll order (offset order within a partition)
@@ -265,6 +268,8 @@ class Service:
                     continue
             if outcome.retire and self.fhir_store is not None:
                 self._retire(record, outcome)
+            elif outcome.retire:  # no FHIR server, no draft memory: the sign-off cannot be compared (counted)
+                self.signoff.unavailable(self.metrics, len(outcome.retire))
             self._mark_done(record, outcome)
 
     def _retire(self, record, outcome: Outcome) -> None:
@@ -289,6 +294,8 @@ class Service:
                 log.info("draft retirement", extra={**ids, "result": done.result, "draft_key": done.draft_key})
                 if done.notice is not None:
                     notices.append((record, retirement_record(self.output_topic, record, outcome, done.notice)))
+            feedback = self.signoff.on_signed(self.fhir_store, retirement, results, record, outcome.envelope.received_at, self.metrics)
+            notices += [(record, out) for out in feedback]
         for refusal in self._send_all(notices).values():
             log.warning("retirement notice refused", extra={**ids, "error_type": refusal.kind})
 

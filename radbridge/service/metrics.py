@@ -77,6 +77,44 @@ class ServiceMetrics:
             "radbridge_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=r
         )
         self.backing_off = Gauge("radbridge_backing_off", "1 while waiting for a dependency to return", registry=r)
+        # Sign-off feedback (radbridge.service.signoff): how radiologists changed the drafts they signed.
+        self.signoffs = Counter(
+            "radbridge_signoff",
+            "Signed reports compared with radbridge's draft, by outcome (accepted, light_edit, heavy_edit, "
+            "replaced, no_draft, no_impression, no_store, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.signoff_edit_ratio = Histogram(
+            "radbridge_signoff_edit_ratio",
+            "Word edit distance between draft and signed impression, over the longer one's words",
+            buckets=(0.0, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0),
+            registry=r,
+        )
+        self.signoff_observations = Counter(
+            "radbridge_signoff_observations",
+            "Labeler observations the radiologist added to, removed from or moved to the other side in the draft",
+            ["change", "observation"],
+            registry=r,
+        )
+        self.signoff_flags = Counter(
+            "radbridge_signoff_flags",
+            "Checker flags on signed drafts, by kind and whether the signed text acted on them",
+            ["kind", "acted_on"],
+            registry=r,
+        )
+        self.signoff_seconds = Histogram(
+            "radbridge_signoff_seconds",
+            "Draft issued to signed report received",
+            buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800),
+            registry=r,
+        )
+        self.signoff_by_reader = Counter(
+            "radbridge_signoff_by_reader",
+            "Sign-off outcomes per pseudonymous reader (only with RADBRIDGE_FEEDBACK_PER_READER)",
+            ["reader", "outcome"],
+            registry=r,
+        )
 
     @contextmanager
     def timed(self, histogram: Histogram, *labels: str):

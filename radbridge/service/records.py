@@ -72,6 +72,13 @@ def retirement_record(topic: str, record, outcome, notice: dict) -> OutRecord:
     return OutRecord(topic, draft_record_key(notice["draft"]["value"]).encode("ascii"), value, headers)
 
 
+def feedback_out_record(topic: str, record, key: str, value: bytes) -> OutRecord:
+    """A sign-off feedback record (radbridge.service.signoff), keyed by accession and signed report version, so a
+    redelivery writes the same key and bytes. ``value`` holds ids, classes and scores only."""
+    headers = [("content-type", b"application/json"), _h("record-type", "signoff-feedback"), *source_headers(record)]
+    return OutRecord(topic, key.encode("utf-8"), value, headers)
+
+
 def reason_of(error: BaseException) -> str:
     """One line, bounded: DLQ headers must stay small and must not carry report text or any value a sender wrote
     (errors name places, our vocabulary and standard-shaped codes: tests/unit/test_no_echo.py)."""

@@ -384,8 +384,17 @@ def _read_report(dr: dict, where: str, index: int, msg: _Message, entry_index: i
         technique=fields.get("technique"),
         findings=fields.get("findings"),
         impression=fields.get("impression"),
+        interpreter=_interpreter(dr),
         unmapped=tuple(unmapped),
     )
+
+
+def _interpreter(dr: dict) -> str | None:
+    """The first resultsInterpreter: its reference, else its identifier's value (pseudonymised before any use)."""
+    first = next((r for r in dr.get("resultsInterpreter") or [] if isinstance(r, dict)), None)
+    if first is None:
+        return None
+    return _str(first.get("reference")) or _str(_get(first, "identifier", "value"))
 
 
 class _Resolver:

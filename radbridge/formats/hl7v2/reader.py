@@ -400,6 +400,7 @@ def _read_group(
         technique=sections.get(codes.TECHNIQUE),
         findings=sections.get(codes.FINDINGS),
         impression=sections.get(codes.IMPRESSION),
+        interpreter=msg.comp(obr[32], 1).split(msg.delims.subcomponent)[0].strip() or None,  # OBR-32.1.1: the id
         unmapped=tuple(unmapped),
     )
 
