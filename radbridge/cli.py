@@ -247,10 +247,19 @@ def fail_line(exc: BaseException) -> str | None:
 
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        return f"radbridge: invalid setting {where.upper() if where != 'settings' else where}: {first.get('msg')}"
+        loc = [str(p) for p in first.get("loc", ())]
+        # the environment variable a user would edit (its dotted path below it, e.g. a list index)
+        where = f"RADBRIDGE_{loc[0].upper()}" + "".join(f".{p}" for p in loc[1:]) if loc else "settings"
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        return f"radbridge: invalid setting {where}: {message}"
     if isinstance(exc, RadbridgeError):
         return f"radbridge: {exc.kind}: {mask_urls_in(str(exc))}"
+    try:
+        from kafka.errors import KafkaError
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, KafkaError):  # a broker refusing or gone mid-command (publish, audit --topic)
+        return f"radbridge: kafka: {type(exc).__name__}: {mask_urls_in(str(exc).splitlines()[0] if str(exc) else '')}"
     return None
 
 
@@ -273,6 +282,25 @@ def audit_compare(
     typer.echo(json.dumps({"ok": True, "out": str(out), "shared": result["shared"], **{
         k: {"a": f["a"], "b": f["b"], "diff": f["diff"], "ci95": f["ci95"]} for k, f in result["figures"].items()}}))
 
+
+
+@app.command("feedback-report")
+def feedback_report(
+    topic: str = typer.Option(..., help="the feedback topic (RADBRIDGE_FEEDBACK_TOPIC); read without a consumer group"),
+    out: Path = typer.Option(..., help="folder for report.html and the CSV files"),
+    since: Optional[datetime] = typer.Option(None, help="record time (from)"),
+    until: Optional[datetime] = typer.Option(None, help="record time (before)"),
+) -> None:
+    """Sign-off feedback: acceptance by week, procedure and adapter version, the most edited cases (ids only)."""
+    from .audit.sources import audit_source
+    from .feedback_report import load, write_report
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    source = audit_source(settings, [], topic=topic, since=since, until=until)
+    records = load(item.data for item in source.envelopes())
+    period = f"{topic} · {since or 'start'} to {until or 'now'}"
+    typer.echo(json.dumps({"ok": True, "out": str(out), **write_report(records, out, period=period)}))
 
 def main() -> None:  # pragma: no cover - exercised through the console script in tests
     logging.captureWarnings(True)
