@@ -67,6 +67,17 @@ class LimitExceeded(PermanentError):
         super().__init__(f"{limit} exceeded{at}: {size} > {maximum}")
 
 
+class TooSlow(PermanentError):
+    """Reading one message took longer than its wall-clock budget (``message_budget_s``): dead-lettered so one
+    slow message cannot hold its partition; the reason gives the times only."""
+
+    kind = "too_slow"
+
+    def __init__(self, elapsed_s: float, budget_s: float):
+        self.elapsed_s, self.budget_s = elapsed_s, budget_s
+        super().__init__(f"message_budget_s exceeded: reading took {elapsed_s:.1f} s > {budget_s:g} s")
+
+
 class ConfigurationError(PermanentError):
     """Settings or model files are wrong; the service must refuse to start rather than draft with them."""
 
@@ -117,6 +128,12 @@ class StoreUnavailable(RetryableError):
     """The FHIR server or Kafka output could not durably accept the output."""
 
     kind = "store_unavailable"
+
+
+class BrokerUnavailable(RetryableError):
+    """No Kafka broker answered at the configured bootstrap address."""
+
+    kind = "broker_unavailable"
 
 
 class StoreRejected(PermanentError):

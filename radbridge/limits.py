@@ -23,6 +23,9 @@ class Limits:
     max_attachment_bytes: int = 2 * 1024 * 1024  # one decoded attachment (PDF, RTF, HTML, text)
     max_pdf_pages: int = 50  # pages of one PDF attachment
     max_text_chars: int = 100_000  # text of one report, or extracted from one attachment
+    # wall-clock seconds reading one message may take (checked when it ends: the limits above bound it); over it,
+    # the message is dead-lettered as too_slow. Drafting is bounded by the model request timeout and max_new_tokens.
+    message_budget_s: float = 10.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -7,6 +7,7 @@ It does not know whether it was called from a file, Kafka or a replay: callers w
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -14,7 +15,7 @@ from enum import Enum
 from typing import Callable, Literal, Sequence
 
 from .domain import CLOSED_STATUSES, Draft, GenerationParams, Identifier, Report, SkipReason, Skipped, sha256_of
-from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError
+from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError, TooSlow
 from .ports import ExampleSource, Generator
 from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion, settle
 from .formats.fhir.writer import build_bundle
@@ -140,6 +141,7 @@ class Drafter:
     # -- reading and policy ------------------------------------------------------------------------------
     def _read(self, envelope: Envelope) -> _Pending:
         pending = _Pending(envelope)
+        started = time.monotonic()
         try:
             payload = split_payload(envelope.data, self.limits)
             pending.format = payload.format
@@ -160,6 +162,11 @@ class Drafter:
         except Exception as exc:  # a reader bug must dead-letter one message, not stop the service
             log.error("reader failed", extra={"location": envelope.location, **_fault(exc)})
             pending.error = MalformedMessage(f"unreadable message ({type(exc).__name__})")
+        # Measured, not preempted (a thread cannot be stopped safely): the limits bound how long a read can run,
+        # and a message that still took too long is dead-lettered rather than drafted late.
+        elapsed = time.monotonic() - started
+        if pending.error is None and elapsed > self.limits.message_budget_s:
+            pending.error = TooSlow(elapsed, self.limits.message_budget_s)
         if pending.error is not None:
             pending.reports.clear()
         return pending

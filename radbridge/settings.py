@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         default=DEFAULT_LIMITS.max_text_chars, ge=1, description="characters of one report's text or one attachment's"
     )
+    message_budget_s: float = Field(
+        default=DEFAULT_LIMITS.message_budget_s, ge=1, description="wall-clock seconds reading one message may take"
+    )
 
     # --- operations --------------------------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"
