@@ -247,19 +247,10 @@ def fail_line(exc: BaseException) -> str | None:
 
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        loc = [str(p) for p in first.get("loc", ())]
-        # the environment variable a user would edit (its dotted path below it, e.g. a list index)
-        where = f"RADBRIDGE_{loc[0].upper()}" + "".join(f".{p}" for p in loc[1:]) if loc else "settings"
-        message = str(first.get("msg", "")).removeprefix("Value error, ")
-        return f"radbridge: invalid setting {where}: {message}"
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        return f"radbridge: invalid setting {where.upper() if where != 'settings' else where}: {first.get('msg')}"
     if isinstance(exc, RadbridgeError):
         return f"radbridge: {exc.kind}: {mask_urls_in(str(exc))}"
-    try:
-        from kafka.errors import KafkaError
-    except ImportError:  # pragma: no cover
-        return None
-    if isinstance(exc, KafkaError):  # a broker refusing or gone mid-command (publish, audit --topic)
-        return f"radbridge: kafka: {type(exc).__name__}: {mask_urls_in(str(exc).splitlines()[0] if str(exc) else '')}"
     return None
 
 
@@ -281,7 +272,6 @@ def audit_compare(
     write(result, out)
     typer.echo(json.dumps({"ok": True, "out": str(out), "shared": result["shared"], **{
         k: {"a": f["a"], "b": f["b"], "diff": f["diff"], "ci95": f["ci95"]} for k, f in result["figures"].items()}}))
-
 
 
 @app.command("feedback-report")
