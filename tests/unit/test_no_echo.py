@@ -93,12 +93,13 @@ OBX_FINDINGS = f"OBX|1|TX|{m('OBX3CODE')}^{m('OBX3NAME')}^{m('OBX3SYS')}||Findin
 def _obr(code: str, section: str, status: str = "P", **more: str) -> str:
     fields = {1: "1", 2: "P1", 3: "F1", 4: code, 7: "20240102", 24: section, 25: status,
               **{int(k[1:]): v for k, v in more.items()}}
-    return "OBR|" + "|".join(fields.get(i, "") for i in range(1, 32))
+    return "OBR|" + "|".join(fields.get(i, "") for i in range(1, 33))
 
 
 def hl7_messages() -> dict[str, bytes]:
     obr = _obr(f"71046^{m('PROC')} XR CHEST^{m('PROCSYS')}", "DX", f2=f"{m('PLACER')}^{m('PLACERNS')}",
-               f3=m("FILLER"), f13=m("INDICATION"), f18=m("ACSN"), f31=f"^{m('REASON')}")
+               f3=m("FILLER"), f13=m("INDICATION"), f18=m("ACSN"), f31=f"^{m('REASON')}",
+               f32=f"{m('READERID')}&{m('READERNAME')}")
     return {
         "hl7_drafted": _hl7(
             MSH, PID, f"PV1|1|{m('PV1')}", f"ORC|NW|{m('ORC')}", obr,
@@ -151,6 +152,7 @@ def fhir_report(**extra) -> dict:
         "basedOn": [{"identifier": {"system": "urn:acc", "value": m("BASEDON")}}],
         "imagingStudy": [{"reference": "ImagingStudy/ZZSECRETSTUDY"}, {"display": m("STUDYDISP")}],
         "performer": [{"display": m("PERFORMER")}],
+        "resultsInterpreter": [{"display": m("INTERP"), "identifier": {"value": m("INTERPID")}}],
         "conclusionCode": [{"coding": [{"system": f"urn:{m('CCSYS')}", "code": m("CCCODE"), "display": m("CCDISP")}]}],
         "media": [{"link": {"reference": "Media/ZZSECRETMEDIA", "display": m("MEDIADISP")}},
                   {"link": {"reference": f"Media/{m('MEDIAREF')}"}}, {"link": {"reference": f"{m('MEDIATYPE')}/1"}}],
