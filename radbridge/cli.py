@@ -247,10 +247,19 @@ def fail_line(exc: BaseException) -> str | None:
 
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        return f"radbridge: invalid setting {where.upper() if where != 'settings' else where}: {first.get('msg')}"
+        loc = [str(p) for p in first.get("loc", ())]
+        # the environment variable a user would edit (its dotted path below it, e.g. a list index)
+        where = f"RADBRIDGE_{loc[0].upper()}" + "".join(f".{p}" for p in loc[1:]) if loc else "settings"
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        return f"radbridge: invalid setting {where}: {message}"
     if isinstance(exc, RadbridgeError):
         return f"radbridge: {exc.kind}: {mask_urls_in(str(exc))}"
+    try:
+        from kafka.errors import KafkaError
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, KafkaError):  # a broker refusing or gone mid-command (publish, audit --topic)
+        return f"radbridge: kafka: {type(exc).__name__}: {mask_urls_in(str(exc).splitlines()[0] if str(exc) else '')}"
     return None
 
 

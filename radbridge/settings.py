@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -15,6 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .errors import ConfigurationError
 from .limits import DEFAULT_LIMITS
 
 #: the adapter shipped in the repository (model/); the local backend uses it when none is configured
@@ -44,6 +46,17 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
+    kafka_oauth_token_url: str | None = Field(
+        default=None, description="SASL OAUTHBEARER: OAuth2 token endpoint (client credentials grant)"
+    )
+    kafka_oauth_client_id: str | None = None
+    kafka_oauth_client_secret: SecretStr | None = None
+    kafka_oauth_scope: str | None = None
+    kafka_options: dict[str, Any] = Field(
+        default={},
+        description="other kafka-python client settings, one RADBRIDGE_KAFKA_OPT_<NAME>=value each "
+        "(typed as kafka-python's default; names it does not know are refused)",
+    )
     batch_size: int = Field(default=8, ge=1, le=512, description="records drafted together")
     batch_wait_ms: int = Field(default=200, ge=0, description="longest wait to fill a batch")
     # consumer group timing (radbridge.service): the loop keeps polling while it backs off from an outage,
@@ -68,6 +81,9 @@ class Settings(BaseSettings):
     no_adapter: bool = Field(default=False, description="use the base model alone (evaluation of the untuned model)")
     model_api_key: SecretStr | None = Field(
         default=None, description="bearer token sent to the model server (tgi/openai) and required by serve-model"
+    )
+    model_ca_bundle: Path | None = Field(
+        default=None, description="CA bundle (PEM) that verifies the model server's TLS certificate (tgi/openai)"
     )
     request_timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
@@ -116,8 +132,20 @@ class Settings(BaseSettings):
     emit_oru: bool = Field(default=False, description="also build an HL7 v2 ORU^R01 per draft (set by oru_topic)")
     oru_topic: str | None = Field(default=None, description="serve: also publish each draft as an ORU^R01 here")
     fhir_url: str | None = Field(default=None, description="also write every Bundle to this FHIR server")
-    fhir_token: SecretStr | None = None
+    fhir_token: SecretStr | None = Field(default=None, description="static bearer token (or OAuth2 below)")
     fhir_ca_bundle: Path | None = None
+    fhir_token_url: str | None = Field(
+        default=None, description="OAuth2 client credentials token endpoint (SMART Backend Services)"
+    )
+    fhir_client_id: str | None = None
+    fhir_client_secret: SecretStr | None = Field(default=None, description="client secret (HTTP Basic)")
+    fhir_private_key_file: Path | None = Field(
+        default=None, description="PEM key (RSA or P-384) signing the private_key_jwt assertion (RS384/ES384)"
+    )
+    fhir_key_id: str | None = Field(default=None, description="kid of the assertion (the key in the JWKS)")
+    fhir_scope: str | None = Field(default=None, description="scopes asked for, e.g. system/DiagnosticReport.cu")
+    fhir_client_cert: Path | None = Field(default=None, description="mutual TLS: client certificate (PEM)")
+    fhir_client_key: Path | None = Field(default=None, description="mutual TLS: its private key (PEM)")
 
     # --- limits (radbridge.limits): over one, the message is dead-lettered with reason limit_exceeded ------
     max_message_bytes: int = Field(default=DEFAULT_LIMITS.max_message_bytes, ge=1, description="bytes of one payload")
@@ -148,6 +176,13 @@ class Settings(BaseSettings):
             self.emit_oru = True
         return self
 
+    @field_validator("kafka_options", mode="before")
+    @classmethod
+    def _kafka_options(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k).lower(): typed_kafka_option(str(k).lower(), v) for k, v in value.items()}
+        return value
+
     @field_validator("input_topics", "scope_codes", "scope_excluded_codes", mode="before")
     @classmethod
     def _split_topics(cls, value: object) -> object:
@@ -164,9 +199,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        refuse_unknown_variables(os.environ, settings_cls)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, KafkaOptionsSource(settings_cls)]
         config_file = os.environ.get("RADBRIDGE_CONFIG_FILE")
         if config_file:
+            if not Path(config_file).is_file():  # a typo here would otherwise run on defaults, silently
+                raise ConfigurationError(f"RADBRIDGE_CONFIG_FILE {config_file} does not exist")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
@@ -178,3 +216,98 @@ class Settings(BaseSettings):
         for key in ("model_url", "fhir_url", "kafka_bootstrap"):
             out[key] = mask_url(out.get(key))
         return out
+
+
+# --- fail-safe configuration ---------------------------------------------------------------------------------
+
+#: variables with the prefix that are not settings (the config file's path; the test suite's switches)
+NOT_SETTINGS = frozenset({"RADBRIDGE_CONFIG_FILE", "RADBRIDGE_UPDATE_GOLDEN", "RADBRIDGE_FUZZ_EXAMPLES",
+                          "RADBRIDGE_FUZZ_RANDOM"})
+#: RADBRIDGE_KAFKA_OPT_<NAME>=value passes kafka-python's <name> (lower case) to the consumer and the producer
+KAFKA_OPT_PREFIX = "RADBRIDGE_KAFKA_OPT_"
+
+
+def refuse_unknown_variables(environ: Mapping[str, str], settings_cls: type[BaseSettings]) -> None:
+    """A mistyped RADBRIDGE_* variable is refused, naming it: ignored, it would run the service on a default
+    (e.g. the embedded broker instead of the site's cluster) that looks healthy."""
+    known = {f"RADBRIDGE_{name.upper()}" for name in settings_cls.model_fields} | NOT_SETTINGS
+    unknown = sorted(
+        name for name in (n.upper() for n in environ)
+        if name.startswith("RADBRIDGE_") and name not in known and not name.startswith(KAFKA_OPT_PREFIX)
+    )
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known - NOT_SETTINGS), n=1, cutoff=0.75)
+        hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    raise ConfigurationError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(hints)}")
+
+
+class KafkaOptionsSource(PydanticBaseSettingsSource):
+    """``kafka_options`` from RADBRIDGE_KAFKA_OPT_<NAME> variables, one per kafka-python setting."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        options = {name[len(KAFKA_OPT_PREFIX):].lower(): value for name, value in
+                   ((n.upper(), v) for n, v in os.environ.items()) if name.startswith(KAFKA_OPT_PREFIX)}
+        return {"kafka_options": options} if options else {}
+
+
+#: kafka-python settings radbridge owns: a dedicated setting, or the delivery guarantee depends on them
+_KAFKA_OWNED = {
+    "bootstrap_servers": "RADBRIDGE_KAFKA_BOOTSTRAP", "group_id": "RADBRIDGE_GROUP_ID",
+    "security_protocol": "RADBRIDGE_SECURITY_PROTOCOL", "sasl_mechanism": "RADBRIDGE_SASL_MECHANISM",
+    "sasl_plain_username": "RADBRIDGE_SASL_USERNAME", "sasl_plain_password": "RADBRIDGE_SASL_PASSWORD",
+    "ssl_cafile": "RADBRIDGE_SSL_CAFILE", "ssl_certfile": "RADBRIDGE_SSL_CERTFILE",
+    "ssl_keyfile": "RADBRIDGE_SSL_KEYFILE", "ssl_password": "RADBRIDGE_SSL_PASSWORD",
+    "max_poll_records": "RADBRIDGE_BATCH_SIZE", "session_timeout_ms": "RADBRIDGE_SESSION_TIMEOUT_MS",
+    "heartbeat_interval_ms": "RADBRIDGE_HEARTBEAT_INTERVAL_MS", "max_poll_interval_ms": "RADBRIDGE_MAX_POLL_INTERVAL_MS",
+    "auto_offset_reset": "RADBRIDGE_AUTO_OFFSET_RESET", "sasl_oauth_token_provider": "RADBRIDGE_KAFKA_OAUTH_TOKEN_URL",
+    "enable_auto_commit": "nothing (offsets are committed only once the output is durable)",
+}
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def typed_kafka_option(name: str, value: Any) -> Any:
+    """``value`` as the type of kafka-python's own default for ``name``; names it does not know are refused."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    defaults = {**KafkaProducer.DEFAULT_CONFIG, **KafkaConsumer.DEFAULT_CONFIG}
+    if name not in defaults:
+        close = difflib.get_close_matches(name, sorted(defaults), n=1, cutoff=0.75)
+        hint = f" (did you mean {KAFKA_OPT_PREFIX}{close[0].upper()}?)" if close else ""
+        raise ValueError(f"kafka-python has no setting {name!r}{hint}")
+    if name in _KAFKA_OWNED:
+        raise ValueError(f"kafka-python's {name} is set by {_KAFKA_OWNED[name]}")
+    if not isinstance(value, str):
+        return value  # from the TOML file: already typed
+    text = value.strip()
+    default = defaults[name]
+    if name == "acks":
+        if text.lower() not in ("all", "-1"):  # fewer acks would let a commit pass an output not yet durable
+            raise ValueError("kafka-python's acks must stay 'all': radbridge commits only durable outputs")
+        return "all"
+    if name == "api_version":
+        try:
+            return tuple(int(p) for p in text.split("."))
+        except ValueError:
+            raise ValueError(f"kafka-python's api_version: expected a version like 3.0, got {text!r}") from None
+    try:
+        if isinstance(default, bool):
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"kafka-python's {name} expects {type(default).__name__}, got {text!r}") from None
+    if default is None or isinstance(default, str):
+        if name.endswith(("serializer", "deserializer", "_context", "_provider", "_callback")):
+            raise ValueError(f"kafka-python's {name} is an object and cannot be set from text")
+        return text
+    raise ValueError(f"kafka-python's {name} is a {type(default).__name__} and cannot be set from text")

@@ -160,7 +160,7 @@ def test_unusable_private_keys_are_refused_naming_the_file(tmp_path):
     p256 = write_key(tmp_path, ec.generate_private_key(ec.SECP256R1()), "p256.pem")
     with pytest.raises(ConfigurationError, match="P-384"):
         ClientCredentials("http://t/token", "c", private_key_file=p256)
-    with pytest.raises(ConfigurationError, match="exactly one"):
+    with pytest.raises(ConfigurationError, match="exactly one client secret or private key"):
         ClientCredentials("http://t/token", "c")
 
 

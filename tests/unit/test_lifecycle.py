@@ -307,7 +307,7 @@ def test_http_store_maps_412_to_a_version_conflict_and_other_4xx_to_a_rejection(
     from radbridge.errors import VersionConflict
 
     def answer(request):
-        code = 412 if request.headers.get("x-case") == "stale" else 403
+        code = 412 if request.headers.get("x-case") == "stale" else 409
         return httpx.Response(code, json={"resourceType": "OperationOutcome", "issue": [{"code": "conflict"}]})
 
     store = HttpFhirStore("http://fhir.test/fhir", transport=httpx.MockTransport(answer))

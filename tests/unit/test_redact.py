@@ -58,4 +58,4 @@ def test_a_bad_setting_is_one_clear_line():
     with pytest.raises(Exception) as err:
         Settings(batch_size="abc")
     line = fail_line(err.value)
-    assert line is not None and line.startswith("radbridge: invalid setting BATCH_SIZE") and "\n" not in line
+    assert line is not None and line.startswith("radbridge: invalid setting RADBRIDGE_BATCH_SIZE") and "\n" not in line

@@ -59,10 +59,11 @@ class ClientCredentials(httpx.Auth):
         timeout: float = 10.0,
         verify: ssl.SSLContext | bool = True,
         transport: httpx.BaseTransport | None = None,
+        dependency: str = "fhir",
     ):
         if (client_secret is None) == (private_key_file is None):
-            raise ConfigurationError("FHIR OAuth2: set exactly one of RADBRIDGE_FHIR_CLIENT_SECRET and "
-                                     "RADBRIDGE_FHIR_PRIVATE_KEY_FILE")
+            raise ConfigurationError(f"{dependency} OAuth2: set exactly one client secret or private key file")
+        self.dependency = dependency
         self.token_url = token_url
         self.client_id = client_id
         self.scope = scope
@@ -111,15 +112,15 @@ class ClientCredentials(httpx.Auth):
         try:
             response = self._http.post(self.token_url, data=form, auth=auth, headers={"Accept": "application/json"})
         except httpx.TransportError as exc:
-            raise StoreUnavailable(f"FHIR token endpoint unreachable ({type(exc).__name__})") from None
+            raise StoreUnavailable(f"{self.dependency} token endpoint unreachable ({type(exc).__name__})") from None
         status = response.status_code
         if status >= 500 or status in (408, 429):
-            raise StoreUnavailable(f"FHIR token endpoint answered HTTP {status}")
+            raise StoreUnavailable(f"{self.dependency} token endpoint answered HTTP {status}")
         body = _json_object(response)
         if status >= 400 or not isinstance(body.get("access_token"), str):
             # invalid_client, invalid_grant, invalid_scope...: the error code, never the request's secrets
             error = body.get("error") if isinstance(body.get("error"), str) else "no access_token"
-            raise AuthFailed("fhir", f"FHIR token endpoint refused the client credentials (HTTP {status}, {error[:60]})")
+            raise AuthFailed(self.dependency, f"{self.dependency} token endpoint refused the client credentials (HTTP {status}, {error[:60]})")
         lifetime = body.get("expires_in")
         lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 300.0
         self._token = body["access_token"]

@@ -7,8 +7,16 @@ is what the clients use.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
+try:  # kafka-python 3 moved it
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+except ImportError:  # pragma: no cover - kafka-python 2
+    from kafka.sasl.oauth import AbstractTokenProvider
+
+from ...errors import BrokerUnavailable
+from ...redact import mask_url
 from ...settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,18 @@ def security_config(settings: Settings) -> dict:
     ssl_password = _secret(settings.ssl_password)
     if ssl_password:
         cfg["ssl_password"] = ssl_password
+    if settings.kafka_oauth_token_url:
+        cfg["sasl_oauth_token_provider"] = OAuthTokenProvider(settings)
     return cfg
+
+
+def passthrough(settings: Settings, client: str | None = None) -> dict:
+    """RADBRIDGE_KAFKA_OPT_* settings this kind of client knows (``consumer``, ``producer``; None: both know it)."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    known = {"consumer": set(KafkaConsumer.DEFAULT_CONFIG), "producer": set(KafkaProducer.DEFAULT_CONFIG)}
+    names = known[client] if client else known["consumer"] & known["producer"]
+    return {k: v for k, v in settings.kafka_options.items() if k in names}
 
 
 def base_config(settings: Settings, bootstrap: str, client_id: str = "radbridge") -> dict:
@@ -54,6 +73,7 @@ def base_config(settings: Settings, bootstrap: str, client_id: str = "radbridge"
         "client_id": client_id,
         "request_timeout_ms": REQUEST_TIMEOUT_MS,
         **security_config(settings),
+        **passthrough(settings),
     }
 
 
@@ -68,6 +88,7 @@ def producer_config(settings: Settings, bootstrap: str) -> dict:
         # bounds send()+flush(): a broker outage becomes StoreUnavailable, not a hang
         "max_block_ms": 30_000,
         "delivery_timeout_ms": 60_000,
+        **passthrough(settings, "producer"),
     }
 
 
@@ -87,19 +108,65 @@ def consumer_config(settings: Settings, bootstrap: str) -> dict:
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        **passthrough(settings, "consumer"),
     }
 
 
 def make_producer(settings: Settings, bootstrap: str):
     from kafka import KafkaProducer
 
-    return KafkaProducer(**producer_config(settings, bootstrap))
+    with reaching(bootstrap):
+        return KafkaProducer(**producer_config(settings, bootstrap))
 
 
 def make_consumer(settings: Settings, bootstrap: str):
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(**consumer_config(settings, bootstrap))
+    with reaching(bootstrap):
+        return KafkaConsumer(**consumer_config(settings, bootstrap))
+
+
+@contextmanager
+def reaching(bootstrap: str) -> Iterator[None]:
+    """Building a client connects: no broker is one BrokerUnavailable naming the address, not kafka-python's
+    dozens of reconnect log lines and a traceback."""
+    from kafka.errors import KafkaError
+
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker answered at {mask_url(bootstrap)} ({type(exc).__name__}); check RADBRIDGE_KAFKA_BOOTSTRAP"
+        ) from None
+    finally:
+        kafka_log.setLevel(level)
+
+
+class OAuthTokenProvider(AbstractTokenProvider):
+    """SASL OAUTHBEARER: kafka-python asks ``token()`` for a bearer token; it comes from an OAuth2 token endpoint
+    (client credentials), cached and refreshed before it expires."""
+
+    def __init__(self, settings: Settings):
+        from ..fhir_server.auth import ClientCredentials
+
+        if not settings.kafka_oauth_client_id:
+            from ...errors import ConfigurationError
+
+            raise ConfigurationError("RADBRIDGE_KAFKA_OAUTH_TOKEN_URL needs RADBRIDGE_KAFKA_OAUTH_CLIENT_ID")
+        self._grant = ClientCredentials(
+            settings.kafka_oauth_token_url, settings.kafka_oauth_client_id,
+            client_secret=settings.kafka_oauth_client_secret, scope=settings.kafka_oauth_scope,
+            timeout=settings.request_timeout_s, dependency="kafka",
+        )
+
+    def token(self) -> str:
+        return self._grant.token()
+
+    def extensions(self) -> dict:
+        return {}
 
 
 def ensure_topics(config: dict, names: Iterable[str], *, partitions: int = 1, replication: int = 1) -> None:

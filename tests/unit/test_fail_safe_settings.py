@@ -1,0 +1,129 @@
+"""Fail-safe configuration: mistyped variables, a missing config file, kafka-python passthrough options and
+SASL OAUTHBEARER are refused or applied before anything connects; each refusal is one line naming the culprit."""
+
+from __future__ import annotations
+
+import pytest
+
+from radbridge.adapters.kafka.clients import (
+    OAuthTokenProvider,
+    consumer_config,
+    producer_config,
+    reaching,
+    security_config,
+)
+from radbridge.cli import fail_line
+from radbridge.errors import BrokerUnavailable, ConfigurationError
+from radbridge.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("RADBRIDGE_"):
+            monkeypatch.delenv(name)
+
+
+def test_a_mistyped_variable_is_refused_naming_it_with_a_suggestion(monkeypatch):
+    monkeypatch.setenv("RADBRIDGE_KAFKA_BOOTSTRAPS", "kafka-1:9092")
+    with pytest.raises(ConfigurationError) as exc:
+        Settings()
+    line = fail_line(exc.value)
+    assert line == ("radbridge: configuration: unknown setting RADBRIDGE_KAFKA_BOOTSTRAPS "
+                    "(did you mean RADBRIDGE_KAFKA_BOOTSTRAP?)")
+    assert "kafka-1" not in line  # the value may be a secret: only the name is printed
+
+
+def test_every_unknown_variable_is_named_and_known_ones_pass(monkeypatch):
+    monkeypatch.setenv("RADBRIDGE_KAFKA_BOOTSTRAP", "k:9092")
+    monkeypatch.setenv("radbridge_batch_size", "4")  # pydantic-settings reads names case-insensitively
+    monkeypatch.setenv("RADBRIDGE_UPDATE_GOLDEN", "1")  # the test suite's own switch
+    assert Settings().batch_size == 4
+    monkeypatch.setenv("RADBRIDGE_FHIR_TOKN", "x")
+    monkeypatch.setenv("RADBRIDGE_ZZZ", "x")
+    with pytest.raises(ConfigurationError, match=r"unknown settings RADBRIDGE_FHIR_TOKN \(did you mean "
+                                                 r"RADBRIDGE_FHIR_TOKEN\?\), RADBRIDGE_ZZZ$"):
+        Settings()
+
+
+def test_a_missing_config_file_is_refused_naming_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("RADBRIDGE_CONFIG_FILE", str(tmp_path / "radbridge.toml"))
+    with pytest.raises(ConfigurationError, match="RADBRIDGE_CONFIG_FILE .*radbridge.toml does not exist"):
+        Settings()
+    (tmp_path / "radbridge.toml").write_text('group_id = "from-file"\n[kafka_options]\nlinger_ms = 9\n')
+    s = Settings()
+    assert s.group_id == "from-file" and s.kafka_options == {"linger_ms": 9}
+
+
+def test_kafka_passthrough_is_typed_by_kafka_python_and_reaches_the_right_client(monkeypatch):
+    for name, value in {"CLIENT_ID": "site-radbridge", "LINGER_MS": "20", "SSL_CHECK_HOSTNAME": "false",
+                        "API_VERSION": "3.0", "ACKS": "all", "FETCH_MAX_BYTES": "1048576",
+                        "COMPRESSION_TYPE": "gzip"}.items():
+        monkeypatch.setenv(f"RADBRIDGE_KAFKA_OPT_{name}", value)
+    s = Settings()
+    assert s.kafka_options == {"client_id": "site-radbridge", "linger_ms": 20, "ssl_check_hostname": False,
+                               "api_version": (3, 0), "acks": "all", "fetch_max_bytes": 1048576,
+                               "compression_type": "gzip"}
+    prod, cons = producer_config(s, "k:9092"), consumer_config(s, "k:9092")
+    assert prod["linger_ms"] == 20 and prod["client_id"] == "site-radbridge" and prod["compression_type"] == "gzip"
+    assert cons["client_id"] == "site-radbridge" and cons["ssl_check_hostname"] is False
+    assert cons["fetch_max_bytes"] == 1048576 and "fetch_max_bytes" not in prod  # consumer-only stays there
+    assert "compression_type" not in cons and "linger_ms" not in cons
+    assert cons["enable_auto_commit"] is False and prod["acks"] == "all"
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("LINGER_M", "5", "no setting 'linger_m' (did you mean RADBRIDGE_KAFKA_OPT_LINGER_MS?)"),
+    ("LINGER_MS", "soon", "linger_ms expects int, got 'soon'"),
+    ("SSL_CHECK_HOSTNAME", "maybe", "ssl_check_hostname expects bool"),
+    ("ACKS", "1", "acks must stay 'all'"),
+    ("ENABLE_AUTO_COMMIT", "true", "enable_auto_commit is set by nothing"),
+    ("BOOTSTRAP_SERVERS", "k:1", "set by RADBRIDGE_KAFKA_BOOTSTRAP"),
+    ("KEY_SERIALIZER", "str", "cannot be set from text"),
+    ("PARTITION_ASSIGNMENT_STRATEGY", "x", "cannot be set from text"),
+])
+def test_kafka_passthrough_refusals_are_one_line(monkeypatch, name, value, message):
+    monkeypatch.setenv(f"RADBRIDGE_KAFKA_OPT_{name}", value)
+    with pytest.raises(Exception) as exc:
+        Settings()
+    line = fail_line(exc.value)
+    assert line is not None and "\n" not in line and line.startswith("radbridge: invalid setting RADBRIDGE_KAFKA_OPTIONS")
+    assert message in line
+
+
+def test_oauthbearer_token_provider_is_a_kafka_python_provider(monkeypatch):
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+
+    s = Settings(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER", kafka_oauth_token_url="http://t/token",
+                 kafka_oauth_client_id="rb", kafka_oauth_client_secret="s3cret")
+    provider = security_config(s)["sasl_oauth_token_provider"]
+    assert isinstance(provider, OAuthTokenProvider) and isinstance(provider, AbstractTokenProvider)
+    assert provider._grant.dependency == "kafka" and "s3cret" not in str(s.public_dict())
+    with pytest.raises(ConfigurationError, match="KAFKA_OAUTH_CLIENT_ID"):
+        security_config(Settings(kafka_oauth_token_url="http://t/token", kafka_oauth_client_secret="s"))
+
+
+def test_oauthbearer_fetches_client_credentials_tokens(monkeypatch):
+    from test_auth import TokenEndpoint, issued
+
+    tokens = TokenEndpoint(issued())
+    try:
+        s = Settings(kafka_oauth_token_url=tokens.url, kafka_oauth_client_id="rb", kafka_oauth_client_secret="s3cret",
+                     kafka_oauth_scope="kafka")
+        provider = OAuthTokenProvider(s)
+        assert provider.token() == provider.token() == "tok-1"
+        assert tokens.forms == [{"grant_type": "client_credentials", "scope": "kafka"}]
+    finally:
+        tokens.close()
+
+
+def test_no_broker_is_one_line_naming_the_address():
+    from kafka.errors import KafkaTimeoutError
+
+    with pytest.raises(BrokerUnavailable) as exc, reaching("kafka-1:9092,kafka-2:9092"):
+        raise KafkaTimeoutError("Unable to bootstrap from ['kafka-1:9092']")
+    line = fail_line(exc.value)
+    assert line == ("radbridge: broker_unavailable: no Kafka broker answered at kafka-1:9092,kafka-2:9092 "
+                    "(KafkaTimeoutError); check RADBRIDGE_KAFKA_BOOTSTRAP")
