@@ -15,7 +15,7 @@ import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable
 
 from ..domain import Report
@@ -234,6 +234,8 @@ class SignoffFeedback:
         A store that refuses the reads (permanent) costs the feedback, counted, never the signed report itself;
         a retryable error propagates to the loop's backoff like the retirement's.
         """
+        # The report's own time (MSH-7, issued) first: a sign-off sent twice is the same record; the record time else.
+        signed_at = _aware(retirement.signed.source.message_time) or signed_at
         try:
             key, feedback = self.assess(store, retirement, results, signed_at=signed_at)
         except PermanentError as exc:
@@ -250,6 +252,10 @@ class SignoffFeedback:
     def unavailable(self, metrics, count: int = 1) -> None:
         """Signed reports that could not be compared because no FHIR server (the draft memory) is configured."""
         metrics.signoffs.labels(NO_STORE).inc(count)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
 
 
 def _where(record) -> dict:
