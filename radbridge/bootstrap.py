@@ -51,8 +51,9 @@ def _backend(settings: Settings) -> Generator:
         adapter = local_adapter(settings)
         if adapter is not None and (adapter / "manifest.json").is_file():
             # a released adapter: refuse to run if its files differ from the manifest's hashes
-            return LocalGenerator.from_manifest(adapter, batch_size=settings.local_batch_size)
-        return LocalGenerator(adapter, batch_size=settings.local_batch_size)
+            return LocalGenerator.from_manifest(adapter, batch_size=settings.local_batch_size,
+                                                quantize=settings.local_quantize)
+        return LocalGenerator(adapter, batch_size=settings.local_batch_size, quantize=settings.local_quantize)
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=4, ge=0)
     max_new_tokens: int = Field(default=96, ge=1, le=1024)
     local_batch_size: int = Field(default=8, ge=1)
+    local_quantize: Literal["int8"] | None = Field(
+        default=None, description="local backend: dynamic int8 Linear layers (faster on CPU; drafts change: see bench)"
+    )
     prompt_template: str | None = Field(default=None, description="template id; default: the adapter's manifest")
     examples_file: Path | None = Field(
         default=None, description="JSONL of signed reports (findings, impression) for example-based prompts"

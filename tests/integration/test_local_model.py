@@ -121,3 +121,17 @@ def test_from_manifest_verifies_hashes(tmp_path, adapter_dir):
     (partial / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ConfigurationError, match="base_model_sha256"):
         LocalGenerator.from_manifest(partial)
+
+
+@pytest.mark.usefixtures("read_gguf_once")
+def test_a_merged_adapter_drafts_the_same_tokens_and_refuses_base_requests(adapter_dir, radiology_model):
+    from radbridge.adapters.model.local import LocalModel
+
+    merged = LocalModel({"radiology": adapter_dir}, merge=True, batch_size=4, threads=1)
+    prompts = [render(build(DEFAULT_TEMPLATE, r["findings"])) for r in openi_reports(3)]
+    rows = [RowRequest(p, 10, "radiology") for p in prompts]
+    for a, b in zip(merged.generate(rows), radiology_model.generate(rows)):
+        assert [t.id for t in a.tokens] == [t.id for t in b.tokens]
+        assert max(abs(x.logprob - y.logprob) for x, y in zip(a.tokens, b.tokens)) < 1e-3
+    with pytest.raises(ConfigurationError, match="merged"):
+        merged.generate([RowRequest(prompts[0], 4)])  # the base model alone is gone once merged

@@ -149,6 +149,8 @@ class LocalModel:
         gguf_file: str = GGUF_FILE,
         batch_size: int = 8,
         threads: int | None = None,
+        merge: bool = False,
+        quantize: str | None = None,
     ):
         require_local_extra()
         self.model_dir = Path(model_dir) if model_dir else None
@@ -160,6 +162,13 @@ class LocalModel:
         if BASE in self.adapter_dirs:
             raise ConfigurationError(f"{BASE!r} is reserved for the base model")
         self.batch_size = max(1, int(batch_size))
+        # merge: fold the one adapter into the base weights (no LoRA hooks per layer at generation time); the base
+        # model alone is then no longer available, so only a generator that never asks for it merges.
+        if merge and len(self.adapter_dirs) != 1:
+            raise ConfigurationError("merging needs exactly one adapter")
+        if quantize not in (None, "int8"):
+            raise ConfigurationError(f"unknown quantisation {quantize!r}: int8 or none")
+        self.merge, self.quantize = merge, quantize
         self._lock = threading.RLock()  # one generate at a time: PEFT adapter hooks are per-model state
         self._model = None
         self._tokenizer = None
@@ -208,6 +217,13 @@ class LocalModel:
             for name in names[1:]:
                 model.load_adapter(str(self.adapter_dirs[name]), adapter_name=name)
             log.info("loaded %d LoRA adapter(s): %s", len(names), ", ".join(names))
+            if self.merge:
+                model = model.merge_and_unload()
+                log.info("LoRA adapter %s merged into the base weights", names[0])
+        if self.quantize == "int8":
+            # dynamic int8 of the Linear layers (weights int8, activations quantised per batch): a CPU speed-up
+            # whose effect on the drafts is measured in bench/bench_serving.py, not assumed
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model.eval()
         return model, tokenizer
 
@@ -234,6 +250,8 @@ class LocalModel:
         for row in rows:
             if row.adapter is not None and row.adapter not in self.adapter_dirs:
                 raise ConfigurationError(f"adapter {row.adapter!r} is not loaded")
+            if self.merge and row.adapter is None:
+                raise ConfigurationError("the adapter is merged into the base weights: the base model alone is not served")
             if row.max_new_tokens < 1:
                 raise ValueError("max_new_tokens must be at least 1")
         self.load()
@@ -255,7 +273,9 @@ class LocalModel:
         extra = {}
         names = {r.adapter or BASE for r in rows}
         context = contextlib.nullcontext()
-        if self.adapter_dirs and len(names) > 1:
+        if self.merge:
+            pass  # one adapter, already in the weights
+        elif self.adapter_dirs and len(names) > 1:
             # PEFT's mixed-adapter batches split every layer's LoRA by row: correct but several times slower,
             # so only a batch that really mixes adapters pays for it.
             extra["adapter_names"] = [r.adapter or BASE for r in rows]
@@ -449,10 +469,14 @@ class LocalGenerator:
         batch_size: int = 8,
         chat_format: ChatFormat = "chatml",
         threads: int | None = None,
+        merge: bool = True,
+        quantize: str | None = None,
     ):
         self.adapter_name = (adapter_name or Path(adapter_dir).resolve().name) if adapter_dir else None
         adapters = {self.adapter_name: adapter_dir} if adapter_dir else {}
-        self.model = LocalModel(adapters, model_dir=model_dir, gguf_file=gguf_file, batch_size=batch_size, threads=threads)
+        # The pipeline's generator serves its one adapter and never the base model alone: merge it (faster).
+        self.model = LocalModel(adapters, model_dir=model_dir, gguf_file=gguf_file, batch_size=batch_size, threads=threads,
+                                merge=merge and bool(adapters), quantize=quantize)
         self.chat_format = chat_format
         self.manifest: Manifest | None = None
         self._info: ModelInfo | None = None
