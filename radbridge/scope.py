@@ -29,23 +29,6 @@ from .redact import safe_code
 
 Rule = Literal["code", "name", "modality", "unknown"]
 
-# Other modalities and regions, as procedure names spell them. Abbreviations count only in capitals.
-_OTHER_MODALITY_WORDS = re.compile(
-    r"\b(?:CAT SCAN|COMPUTED TOMOGRAPH\w*|MAGNETIC RESONANCE|ULTRASOUND|ULTRASONO\w*|SONO\w*|DOPPLER|DUPLEX|"
-    r"MAMMO\w*|TOMOSYNTHESIS|FLUORO\w*|ANGIO\w*|SPECT|NUCLEAR MED\w*|SCINTI\w*|BONE SCAN|DEXA|ARTHROGRAM|"
-    r"MYELOGRAM|VENOGRAM|ESOPHAGRAM|BARIUM|ECHO\w*)\b",
-    re.IGNORECASE,
-)
-_OTHER_MODALITY_ABBR = re.compile(r"\b(?:CT|CTA|MRI?|MRA|US|PET|NM|DXA|IVP|KUB)\b")
-_OTHER_REGION = re.compile(
-    r"\b(?:HEAD|BRAIN|SKULL|FACE|FACIAL|SINUS\w*|ORBIT\w*|NECK|THYROID|C-?SPINE|CERVICAL|T-?SPINE|L-?SPINE|"
-    r"LUMBAR|SACRUM|SPINE|ABDOM\w*|PELVI\w*|HIP|HIPS|KNEE|KNEES|ANKLE|FOOT|FEET|TOE\w*|HAND|HANDS|WRIST|FINGER\w*|"
-    r"ELBOW|FOREARM|HUMERUS|SHOULDER|FEMUR|TIBIA|FIBULA|LEG|ARM|RENAL|KIDNEY\w*|LIVER|GALLBLADDER|BREAST|"
-    r"SCROT\w*|TESTI\w*|UTER\w*|OVAR\w*|OBSTETRIC\w*|PROSTATE|CARDIAC|HEART)\b",
-    re.IGNORECASE,
-)
-
-
 @dataclass(frozen=True)
 class Scope:
     """What an adapter was trained for. ``codes`` are ``system|code`` (system may be empty: any system)."""
@@ -106,17 +89,19 @@ class Scope:
         """The verdict on a procedure name, and what decided it in our words (never the sender's spelling)."""
         region = bool(self.region and re.search(rf"\b(?:{self.region})", name, re.IGNORECASE))
         own_modality = bool(self.modality_words and re.search(rf"\b(?:{self.modality_words})\b", name, re.IGNORECASE))
-        other_modality = bool(_OTHER_MODALITY_WORDS.search(name) or _OTHER_MODALITY_ABBR.search(name))
+        other_modality = _canonical(name, _MODALITY_NAMES)
         if other_modality and not own_modality:
-            return False, _canonical(name, _MODALITY_NAMES, "another modality")
-        if _OTHER_REGION.search(name) and not region:
-            return False, _canonical(name, _REGION_NAMES, "another body region")
+            return False, other_modality
+        other_region = _canonical(name, _REGION_NAMES)
+        if other_region and not region:
+            return False, other_region
         if region and not other_modality:
             return True, "the scope's region"
         return None, ""
 
 
-# Our names for what the patterns above match, so a decision names our word, never the sender's text.
+# Other modalities and body regions as procedure names spell them (abbreviations count only in capitals: "us" and
+# "pet" are also words), each with our name for it, so a decision names our word, never the sender's text.
 _MODALITY_NAMES = [
     (re.compile(r"\b(?:CAT SCAN|COMPUTED TOMOGRAPH\w*)\b", re.IGNORECASE), "CT"),
     (re.compile(r"\bCTA?\b"), "CT"),
@@ -150,9 +135,9 @@ _REGION_NAMES = [
 ]
 
 
-def _canonical(name: str, table: list, fallback: str) -> str:
-    found = list(dict.fromkeys(word for pattern, word in table if pattern.search(name)))
-    return ", ".join(found) or fallback
+def _canonical(name: str, table: list) -> str:
+    """Our names for every entry of ``table`` the procedure name matches ("" for none)."""
+    return ", ".join(dict.fromkeys(word for pattern, word in table if pattern.search(name)))
 
 
 # Sections that say "radiology" without saying which exam.
