@@ -57,7 +57,8 @@ def _backend(settings: Settings) -> Generator:
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
-    remote = dict(adapter=settings.adapter, timeout=settings.request_timeout_s, concurrency=settings.batch_size, api_key=key)
+    remote = dict(adapter=settings.adapter, timeout=settings.request_timeout_s, concurrency=settings.batch_size, api_key=key,
+                  ca_bundle=settings.model_ca_bundle)
     if settings.backend == "tgi":
         from .adapters.model.tgi import TgiGenerator
 
@@ -146,14 +147,27 @@ def build_drafter(settings: Settings, generator: Generator | None = None) -> Dra
 def build_fhir_store(settings: Settings) -> FhirStore | None:
     if not settings.fhir_url:
         return None
+    from .adapters.fhir_server.auth import ClientCredentials, tls_context
     from .adapters.fhir_server.store import HttpFhirStore
 
-    return HttpFhirStore(
-        settings.fhir_url,
-        timeout=settings.request_timeout_s,
-        token=settings.fhir_token,
-        ca_bundle=settings.fhir_ca_bundle,
-    )
+    if settings.fhir_client_key and not settings.fhir_client_cert:
+        raise ConfigurationError("RADBRIDGE_FHIR_CLIENT_KEY needs RADBRIDGE_FHIR_CLIENT_CERT (mutual TLS)")
+    tls = tls_context(settings.fhir_ca_bundle, settings.fhir_client_cert, settings.fhir_client_key)
+    auth = None
+    if settings.fhir_token_url:
+        if settings.fhir_token is not None:
+            raise ConfigurationError("set RADBRIDGE_FHIR_TOKEN or RADBRIDGE_FHIR_TOKEN_URL (OAuth2), not both")
+        if not settings.fhir_client_id:
+            raise ConfigurationError("RADBRIDGE_FHIR_TOKEN_URL needs RADBRIDGE_FHIR_CLIENT_ID")
+        auth = ClientCredentials(
+            settings.fhir_token_url, settings.fhir_client_id, client_secret=settings.fhir_client_secret,
+            private_key_file=settings.fhir_private_key_file, key_id=settings.fhir_key_id, scope=settings.fhir_scope,
+            timeout=settings.request_timeout_s, verify=tls,
+        )
+    elif settings.fhir_client_secret or settings.fhir_private_key_file:
+        raise ConfigurationError("RADBRIDGE_FHIR_CLIENT_SECRET / _PRIVATE_KEY_FILE need RADBRIDGE_FHIR_TOKEN_URL")
+    return HttpFhirStore(settings.fhir_url, timeout=settings.request_timeout_s, token=settings.fhir_token, auth=auth,
+                         verify=tls)
 
 
 def build_service(settings: Settings, bootstrap: str, *, drafter: Drafter | None = None, fhir_store: FhirStore | None = None):
@@ -169,10 +183,19 @@ def build_service(settings: Settings, bootstrap: str, *, drafter: Drafter | None
     from .service.signoff import SignoffFeedback
 
     drafter = drafter or build_drafter(settings)
-    try:
-        drafter.generator.check()
-    except RetryableError as exc:  # the model server may come up after us: the loop backs off until it does
-        logging.getLogger(__name__).warning("model backend not reachable yet", extra={"error_type": exc.kind})
+    store = fhir_store if fhir_store is not None else build_fhir_store(settings)
+    health = Health(embedded_broker=settings.kafka_bootstrap is None)
+    checks = {"model": drafter.generator.check}
+    if callable(getattr(store, "check", None)):
+        checks["fhir"] = store.check
+    for dependency, check in checks.items():
+        try:
+            check()  # a permanent failure (wrong URL, adapter not served) refuses to start
+        except RetryableError as exc:
+            # it may come up after us, or its credentials be renewed: not ready, and the loop re-checks until it is
+            health.failed_checks[dependency] = exc.kind
+            logging.getLogger(__name__).warning(
+                "dependency not reachable at start", extra={"dependency": dependency, "error_type": exc.kind})
     return Service(
         consumer=make_consumer(settings, bootstrap),
         producer=make_producer(settings, bootstrap),
@@ -181,12 +204,13 @@ def build_service(settings: Settings, bootstrap: str, *, drafter: Drafter | None
         output_topic=settings.output_topic,
         dlq_topic=settings.dlq_topic,
         serialize=bundle_bytes,
-        fhir_store=fhir_store if fhir_store is not None else build_fhir_store(settings),
+        fhir_store=store,
+        checks=checks,
         batch_size=settings.batch_size,
         batch_wait_ms=settings.batch_wait_ms,
         backoff=Backoff(RetryPolicy.from_settings(settings, bounded=False)),
         metrics=ServiceMetrics(),
-        health=Health(),
+        health=health,
         oru_topic=settings.oru_topic,
         review_topic=settings.review_topic if settings.on_flag == "hold" else None,
         signoff=SignoffFeedback.from_settings(settings),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,9 +25,11 @@ class OpsServer:
                     ok = health.alive
                     ops._reply(self, 200 if ok else 503, b"ok\n" if ok else b"stalled\n")
                 elif path == "/readyz":
-                    ok = health.ready
-                    body = b"ready\n" if ok else f"not ready: {health.last_error or 'starting'}\n".encode()
-                    ops._reply(self, 200 if ok else 503, body)
+                    # JSON: ready, the reason when not (error kind and dependency), and whether the embedded
+                    # broker is in use (fine for a demo, never for a site: its messages are not the site's)
+                    status = health.status()
+                    body = (json.dumps(status, sort_keys=True) + "\n").encode()
+                    ops._reply(self, 200 if status["ready"] else 503, body, "application/json")
                 else:
                     ops._reply(self, 404, b"not found\n")
 

@@ -20,7 +20,7 @@ from kafka import ConsumerRebalanceListener
 from kafka.errors import InvalidRecordError, KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ..errors import OutputRejected, PermanentError, RetryableError, StoreUnavailable
+from ..errors import AuthFailed, GeneratorUnavailable, OutputRejected, PermanentError, RetryableError, StoreUnavailable
 from ..pipeline import Envelope, Outcome
 from ..redact import safe_id
 from .backoff import Backoff
@@ -66,14 +66,21 @@ def _ids(record, message_id: str | None = None) -> dict:
 
 
 class Health:
-    """What /healthz and /readyz report; written by the loop thread, read by the HTTP thread."""
+    """What /healthz and /readyz report; written by the loop thread, read by the HTTP thread.
 
-    def __init__(self, stall_after_s: float = 120.0):
+    Not ready while the loop backs off from a dependency (``last_error``: the error kind, ``dependency``: model,
+    fhir or kafka) or while a dependency failed its check at start (``failed_checks``) and has not answered since.
+    """
+
+    def __init__(self, stall_after_s: float = 120.0, *, embedded_broker: bool = False):
         self.stall_after_s = stall_after_s
+        self.embedded_broker = embedded_broker
         self.last_tick: float | None = None
         self.running = False
         self.backing_off = False
         self.last_error: str | None = None
+        self.dependency: str | None = None
+        self.failed_checks: dict[str, str] = {}  # dependency -> error kind, from the checks at start
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -84,7 +91,33 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return self.alive and not self.backing_off
+        return self.alive and not self.backing_off and not self.failed_checks
+
+    def status(self) -> dict:
+        """/readyz's body: kinds and dependency names only (never an error's text, which may quote a server)."""
+        reason = None
+        if self.backing_off:
+            reason = f"{self.last_error}: {self.dependency}" if self.dependency else self.last_error
+        elif self.failed_checks:
+            reason = ", ".join(f"{kind}: {dep} (startup check)" for dep, kind in sorted(self.failed_checks.items()))
+        elif not self.alive:
+            reason = "starting" if self.last_tick is None else "stalled"
+        out: dict = {"ready": self.ready, "embedded_broker": self.embedded_broker}
+        if reason:
+            out["reason"] = reason
+        if self.failed_checks:
+            out["failed_checks"] = dict(self.failed_checks)
+        return out
+
+
+def dependency_of(exc: BaseException, stage: str) -> str:
+    """Which system a retryable error came from, for /readyz and the metrics."""
+    named = getattr(exc, "dependency", None)
+    if named:
+        return named
+    if isinstance(exc, GeneratorUnavailable) or stage == "generate":
+        return "model"
+    return "fhir" if str(exc).startswith("FHIR") else "kafka"
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -112,6 +145,7 @@ class Service:
         dlq_topic: str,
         serialize: Callable[[dict], bytes],
         fhir_store=None,
+        checks: dict[str, Callable[[], None]] | None = None,
         batch_size: int = 8,
         batch_wait_ms: int = 200,
         backoff: Backoff | None = None,
@@ -130,6 +164,9 @@ class Service:
         self.dlq_topic = dlq_topic
         self.serialize = serialize
         self.fhir_store = fhir_store
+        # dependency -> its check (model, fhir): re-run while idle until the ones that failed at start answer
+        self.checks = dict(checks or {})
+        self._next_check, self._check_attempts = 0.0, 0
         self.batch_size = max(1, batch_size)
         self.batch_wait_s = max(0, batch_wait_ms) / 1000
         self.backoff = backoff or Backoff()
@@ -166,6 +203,8 @@ class Service:
             while not self._stop.is_set():
                 if self._gather():
                     self._handle_batch()
+                if self.health.failed_checks:
+                    self._recheck()
         finally:
             self.health.running = False
             self._shutdown()
@@ -428,12 +467,16 @@ class Service:
         """Back off with partitions paused and poll() still running; False if asked to stop meanwhile."""
         delay = self.backoff.next_delay()
         kind = getattr(exc, "kind", type(exc).__name__)
+        dependency = dependency_of(exc, stage)
         self.metrics.retries.labels(stage, kind).inc()
+        if isinstance(exc, AuthFailed):  # credentials to renew: alert on this, it will not heal by itself
+            self.metrics.auth_failures.labels(dependency).inc()
         self.metrics.backing_off.set(1)
         self.health.backing_off = True
         self.health.last_error = kind
+        self.health.dependency = dependency
         log.warning("dependency unavailable, backing off",
-                    extra={"stage": stage, "error_type": kind, "delay_s": round(delay, 2),
+                    extra={"stage": stage, "error_type": kind, "dependency": dependency, "delay_s": round(delay, 2),
                            "attempt": self.backoff.attempts, "batch": len(self._pending)})
         self._paused = True
         assignment = self.consumer.assignment()
@@ -455,11 +498,38 @@ class Service:
             self.consumer.resume(*paused)
         return not self._stop.is_set()
 
+    def _recheck(self) -> None:
+        """Re-run the checks that failed at start (paced like the backoff), so readiness follows the dependency
+        whether or not messages come."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        for dependency in sorted(self.health.failed_checks):
+            check = self.checks.get(dependency)
+            if check is None:
+                self.health.failed_checks.pop(dependency, None)
+                continue
+            try:
+                check()
+            except RetryableError as exc:
+                self.health.failed_checks[dependency] = getattr(exc, "kind", type(exc).__name__)
+                if isinstance(exc, AuthFailed):
+                    self.metrics.auth_failures.labels(dependency).inc()
+                continue
+            except Exception as exc:  # noqa: BLE001 - a check that breaks otherwise keeps us not ready, logged
+                self.health.failed_checks[dependency] = getattr(exc, "kind", type(exc).__name__)
+                continue
+            self.health.failed_checks.pop(dependency, None)
+            log.info("dependency back", extra={"dependency": dependency})
+        self._next_check = time.monotonic() + self.backoff.policy.delay(self._check_attempts)
+        self._check_attempts = self._check_attempts + 1 if self.health.failed_checks else 0
+
     def _recovered(self) -> None:
         if self.health.backing_off:
             log.info("dependency back", extra={"attempts": self.backoff.attempts})
         self.backoff.reset()
         self.health.backing_off = False
+        self.health.dependency = None
         self.metrics.backing_off.set(0)
 
     # -- lag and shutdown ------------------------------------------------------------------------------------

@@ -77,6 +77,10 @@ class ServiceMetrics:
             "radbridge_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=r
         )
         self.backing_off = Gauge("radbridge_backing_off", "1 while waiting for a dependency to return", registry=r)
+        self.auth_failures = Counter(
+            "radbridge_auth_failures", "Credentials refused (HTTP 401/403, token endpoint), by dependency: "
+            "the loop backs off until they are renewed", ["dependency"], registry=r,
+        )
         # Sign-off feedback (radbridge.service.signoff): how radiologists changed the drafts they signed.
         self.signoffs = Counter(
             "radbridge_signoff",

@@ -29,7 +29,9 @@ def start_embedded_broker(settings: Settings, stack: ExitStack) -> str:
         [*settings.input_topics, settings.output_topic, settings.dlq_topic, settings.review_topic],
         partitions=settings.embedded_partitions,
     )
-    log.info("embedded broker ready", extra={"bootstrap": broker.bootstrap})
+    # Loud on purpose: a site that forgot (or mistyped) RADBRIDGE_KAFKA_BOOTSTRAP must not mistake this for its cluster
+    log.warning("EMBEDDED BROKER: RADBRIDGE_KAFKA_BOOTSTRAP is not set, so radbridge runs its own local broker; "
+                "nothing from the site's Kafka is read (demo and tests only)", extra={"bootstrap": broker.bootstrap})
     return broker.bootstrap
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from huggingface_hub.errors import (
@@ -133,6 +134,7 @@ class RemoteGenerator:
         concurrency: int = 8,
         min_adapter_logprob_delta: float = 1e-3,
         api_key: str | None = None,
+        ca_bundle: str | Path | None = None,
     ):
         if timeout is None or timeout <= 0:
             raise ConfigurationError("the model server timeout must be a positive number of seconds")
@@ -144,6 +146,8 @@ class RemoteGenerator:
         self.concurrency = max(1, concurrency)
         self.min_adapter_logprob_delta = min_adapter_logprob_delta
         self._api_key = api_key
+        if ca_bundle is not None:
+            trust_ca_bundle(ca_bundle)
         self._server_model: str | None = None
         self._server_version: str | None = None
 
@@ -207,6 +211,29 @@ class RemoteGenerator:
                 f"model (largest difference {effect:.2g} <= {threshold:.2g}). The server is not applying the adapter: "
                 "it is not loaded under that name (TGI silently falls back to the base model), or it is untrained."
             )
+
+
+def trust_ca_bundle(path: str | Path) -> None:
+    """Verify the model server's certificate with ``path`` (a site CA). huggingface_hub, which both remote
+    generators use, has one process-wide HTTP client; its documented hook for custom CAs is the client factory,
+    so this keeps its default client (hooks, redirects) and changes only the verification."""
+    import ssl
+
+    from huggingface_hub.utils import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    try:
+        context = ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"RADBRIDGE_MODEL_CA_BUNDLE {path} cannot be loaded ({type(exc).__name__})") from None
+
+    def factory():
+        default = default_client_factory()
+        hooks = default.event_hooks
+        default.close()
+        return type(default)(event_hooks=hooks, follow_redirects=True, timeout=None, verify=context)
+
+    set_client_factory(factory)
 
 
 def _max_abs_diff(a: Sequence[float], b: Sequence[float]) -> float:
