@@ -103,3 +103,34 @@ def test_sign_offs_give_one_feedback_record_each_and_matching_metrics_and_a_rede
 
     counts = write_report(list(records.values()), tmp_path)
     assert counts["signed"] == 4 and counts["accepted"] == 1 and counts["no_draft"] == 1
+
+
+def test_feedback_survives_a_restart_and_is_shared_by_two_instances(broker, sekmet_fhir):
+    """Drafts by one instance, then that instance gone; two new instances of the group share the sign-offs: every
+    sign-off is compared (the FHIR server is the memory) and counted by exactly one of them."""
+    run = uuid.uuid4().hex[:8]
+    accs = [f"ACC-r{i}-{run}" for i in range(6)]
+    prelims = [_message(a, "preliminary") for a in accs]
+    signed = [_message(a, "final", _draft_text(p)) for a, p in zip(accs, prelims)]
+    topics = new_topics(broker.bootstrap)
+    feedback_topic = f"feedback-{run}"
+    ensure_topics({"bootstrap_servers": broker.bootstrap}, [feedback_topic], partitions=3)
+    settings = settings_for(broker.bootstrap, topics, batch_size=2, feedback_topic=feedback_topic)
+
+    def publish_and_wait(messages: list[bytes], total: int) -> None:
+        publish(broker.bootstrap, topics.input, messages)
+        ends = end_offsets(broker.bootstrap, topics.input, expect=total)
+        wait_for(lambda: committed(broker.bootstrap, topics.group, topics.input) == ends, 90, what="committed")
+
+    with HttpFhirStore(sekmet_fhir.base_url, timeout=10.0) as store:
+        with ThreadedService(settings, fhir_store=store):
+            publish_and_wait(prelims, 6)
+        with ThreadedService(settings, fhir_store=store) as b, ThreadedService(settings, fhir_store=store) as c:
+            publish_and_wait(signed, 12)
+            accepted = [s.metric("radbridge_signoff_total", outcome="accepted") for s in (b, c)]
+            no_draft = sum(s.metric("radbridge_signoff_total", outcome="no_draft") for s in (b, c))
+
+    records = load(v.value for v in read_topic(broker.bootstrap, feedback_topic, expect=6))
+    assert sorted(r["accession"]["value"] for r in records) == sorted(accs)
+    assert {r["outcome"] for r in records} == {"accepted"}
+    assert sum(accepted) == 6 and no_draft == 0
