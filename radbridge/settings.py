@@ -6,6 +6,7 @@ import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -178,6 +179,21 @@ class Settings(BaseSettings):
         if self.oru_topic:
             self.emit_oru = True
         return self
+
+    @field_validator("model_url", "fhir_url", "fhir_token_url", "kafka_oauth_token_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # a malformed URL would otherwise be retried for ever as if the server were down
+        if value is None:
+            return value
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("the URL's port is not a number") from None
+        return value.strip()
 
     @field_validator("kafka_options", mode="before")
     @classmethod

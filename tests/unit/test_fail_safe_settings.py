@@ -127,3 +127,15 @@ def test_no_broker_is_one_line_naming_the_address():
     line = fail_line(exc.value)
     assert line == ("radbridge: broker_unavailable: no Kafka broker answered at kafka-1:9092,kafka-2:9092 "
                     "(KafkaTimeoutError); check RADBRIDGE_KAFKA_BOOTSTRAP")
+
+
+@pytest.mark.parametrize("name", ["model_url", "fhir_url", "fhir_token_url", "kafka_oauth_token_url"])
+@pytest.mark.parametrize("url", ["localhost:8080", "htp://tgi:8080", "http://tgi:port", "http:///no-host"])
+def test_a_malformed_url_is_refused_not_retried_as_an_outage(name, url):
+    with pytest.raises(Exception) as exc:
+        Settings(**{name: url})
+    line = fail_line(exc.value)
+    assert line is not None and line.startswith(f"radbridge: invalid setting RADBRIDGE_{name.upper()}: ")
+    assert url not in line  # a URL may carry credentials: never echoed
+    assert Settings(**{name: " https://user:pw@host.example:8443/base "}).model_dump()[name] == (
+        "https://user:pw@host.example:8443/base")
