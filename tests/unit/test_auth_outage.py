@@ -135,3 +135,38 @@ def test_model_ca_bundle_that_cannot_be_loaded_is_refused(tmp_path):
 
     with pytest.raises(ConfigurationError, match="RADBRIDGE_MODEL_CA_BUNDLE"):
         TgiGenerator("https://tgi.example", ca_bundle=tmp_path / "missing.pem")
+
+
+def test_model_401_pauses_drafting_and_names_the_model_in_readyz():
+    from radbridge.adapters.model.memory import InstantGenerator
+
+    class Expired(InstantGenerator):
+        refused = 0
+        renewed = False
+
+        def generate(self, prompts, params):
+            if not self.renewed:
+                self.refused += 1
+                raise AuthFailed("model", "tgi http://tgi: model server answered 401; credentials refused")
+            return super().generate(prompts, params)
+
+    generator = Expired()
+    consumer = FakeConsumer({T0: [_report(i) for i in range(3)]})
+    producer = FakeProducer()
+    service = _service(consumer, producer, generator)
+    seen = {}
+
+    def hook(c):
+        if generator.refused >= 2 and not generator.renewed:
+            seen.update(status=service.health.status(), commits=list(c.commits))
+            generator.renewed = True
+        if generator.renewed and not c.paused_tps:
+            _stop_when_drained(service)(c)
+
+    consumer.on_poll = hook
+    service.run()
+    assert seen["status"]["reason"] == "auth_failed: model" and seen["commits"] == []
+    assert consumer.commits == [{T0: 3}] and [t for t, *_ in producer.acked] == ["out"] * 3
+    assert service.metrics.registry.get_sample_value("radbridge_auth_failures_total", {"dependency": "model"}) >= 2
+    assert service.metrics.registry.get_sample_value(
+        "radbridge_retries_total", {"stage": "generate", "error_type": "auth_failed"}) >= 2
