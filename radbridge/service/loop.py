@@ -96,17 +96,18 @@ class Health:
     def status(self) -> dict:
         """/readyz's body: kinds and dependency names only (never an error's text, which may quote a server)."""
         reason = None
+        failed = dict(self.failed_checks)  # a copy: the loop thread may change it meanwhile
         if self.backing_off:
-            reason = f"{self.last_error}: {self.dependency}" if self.dependency else self.last_error
-        elif self.failed_checks:
-            reason = ", ".join(f"{kind}: {dep} (startup check)" for dep, kind in sorted(self.failed_checks.items()))
+            reason = f"{self.last_error}: {self.dependency}" if self.dependency else (self.last_error or "backing off")
+        elif failed:
+            reason = ", ".join(f"{kind}: {dep} (startup check)" for dep, kind in sorted(failed.items()))
         elif not self.alive:
             reason = "starting" if self.last_tick is None else "stalled"
-        out: dict = {"ready": self.ready, "embedded_broker": self.embedded_broker}
+        out: dict = {"ready": reason is None, "embedded_broker": self.embedded_broker}
         if reason:
             out["reason"] = reason
-        if self.failed_checks:
-            out["failed_checks"] = dict(self.failed_checks)
+        if failed:
+            out["failed_checks"] = failed
         return out
 
 

@@ -239,3 +239,15 @@ def test_client_certificate_is_loaded_into_the_tls_context(tmp_path):
     with pytest.raises(ConfigurationError, match="TLS"):
         tls_context(client_cert=cert_file, client_key=tmp_path / "missing.key")
     assert tls_context() is True
+
+
+def test_a_token_endpoint_outage_names_its_dependency_for_readyz(endpoint):
+    from radbridge.service.loop import dependency_of
+
+    down = endpoint(lambda form, headers: (503, {}))
+    with pytest.raises(StoreUnavailable) as exc:
+        ClientCredentials(down.url, "radbridge", client_secret="s").token()
+    assert str(exc.value).startswith("FHIR token endpoint") and dependency_of(exc.value, "deliver") == "fhir"
+    with pytest.raises(StoreUnavailable) as exc:
+        ClientCredentials(down.url, "radbridge", client_secret="s", dependency="kafka").token()
+    assert dependency_of(exc.value, "deliver") == "kafka"

@@ -112,10 +112,10 @@ class ClientCredentials(httpx.Auth):
         try:
             response = self._http.post(self.token_url, data=form, auth=auth, headers={"Accept": "application/json"})
         except httpx.TransportError as exc:
-            raise StoreUnavailable(f"{self.dependency} token endpoint unreachable ({type(exc).__name__})") from None
+            raise self._unavailable(f"token endpoint unreachable ({type(exc).__name__})") from None
         status = response.status_code
         if status >= 500 or status in (408, 429):
-            raise StoreUnavailable(f"{self.dependency} token endpoint answered HTTP {status}")
+            raise self._unavailable(f"token endpoint answered HTTP {status}")
         body = _json_object(response)
         if status >= 400 or not isinstance(body.get("access_token"), str):
             # invalid_client, invalid_grant, invalid_scope...: the error code, never the request's secrets
@@ -126,6 +126,11 @@ class ClientCredentials(httpx.Auth):
         self._token = body["access_token"]
         self._expires_at = time.monotonic() + lifetime
         self.fetches += 1
+
+    def _unavailable(self, what: str) -> StoreUnavailable:
+        exc = StoreUnavailable(f"{self.dependency.upper() if self.dependency == 'fhir' else self.dependency} {what}")
+        exc.dependency = self.dependency  # for /readyz: the system whose token endpoint is down
+        return exc
 
     def assertion(self) -> str:
         """The signed client assertion (SMART Backend Services): iss = sub = client id, aud = token URL."""
