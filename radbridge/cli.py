@@ -301,10 +301,12 @@ def feedback_report(
     period = f"{topic} · {since or 'start'} to {until or 'now'}"
     typer.echo(json.dumps({"ok": True, "out": str(out), **write_report(records, out, period=period)}))
 
-def main() -> None:  # pragma: no cover - exercised through the console script in tests
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - exercised through the console script in tests
+    """The console script (and ``python -m radbridge.service``): a refused setting or an unreachable dependency
+    is one line on stderr and exit 2."""
     logging.captureWarnings(True)
     try:
-        app()
+        app(args=argv, prog_name="radbridge")
     except Exception as exc:
         line = fail_line(exc)
         if line is None:

@@ -2,7 +2,7 @@
 
 import sys
 
-from ..cli import app
+from ..cli import main
 
 if __name__ == "__main__":
-    app(["serve", *sys.argv[1:]], prog_name="radbridge")
+    main(["serve", *sys.argv[1:]])  # main: configuration errors are one line, as for `radbridge serve`

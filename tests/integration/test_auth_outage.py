@@ -173,6 +173,9 @@ def test_a_mistyped_variable_stops_serve_with_one_line_naming_it(broker):
         "radbridge: configuration: unknown setting RADBRIDGE_KAFKA_BOOTSTRAPS (did you mean RADBRIDGE_KAFKA_BOOTSTRAP?)"
     ]
     assert "embedded" not in done.stdout + done.stderr  # refused before any broker, embedded or not, was started
+    module = subprocess.run([sys.executable, "-m", "radbridge.service"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=60)  # the systemd unit's way in: the same one line
+    assert module.returncode == 2 and module.stderr.splitlines() == done.stderr.strip().splitlines()
 
 
 def test_no_broker_at_the_bootstrap_is_one_line_not_a_traceback(tmp_path):
