@@ -232,8 +232,11 @@ class Settings(BaseSettings):
         from .redact import mask_url
 
         out = self.model_dump(mode="json")
-        for key in ("model_url", "fhir_url", "kafka_bootstrap"):
+        for key in ("model_url", "fhir_url", "kafka_bootstrap", "fhir_token_url", "kafka_oauth_token_url"):
             out[key] = mask_url(out.get(key))
+        # a passthrough value may be a URL with credentials (proxy_url)
+        out["kafka_options"] = {k: mask_url(v) if isinstance(v, str) and "://" in v else v
+                                for k, v in out.get("kafka_options", {}).items()}
         return out
 
 

@@ -139,3 +139,13 @@ def test_a_malformed_url_is_refused_not_retried_as_an_outage(name, url):
     assert url not in line  # a URL may carry credentials: never echoed
     assert Settings(**{name: " https://user:pw@host.example:8443/base "}).model_dump()[name] == (
         "https://user:pw@host.example:8443/base")
+
+
+def test_new_secrets_and_credential_urls_print_masked(monkeypatch):
+    monkeypatch.setenv("RADBRIDGE_KAFKA_OPT_PROXY_URL", "http://user:hunter2@proxy.example:3128")
+    s = Settings(fhir_client_secret="fhir-s3cret", kafka_oauth_client_secret="kafka-s3cret",
+                 fhir_token_url="https://rb:tok-pw@auth.example/token", kafka_oauth_token_url="https://rb:kpw@idp/token")
+    printed = str(s.public_dict())
+    for secret in ("fhir-s3cret", "kafka-s3cret", "tok-pw", "kpw", "hunter2"):
+        assert secret not in printed
+    assert s.kafka_options["proxy_url"].endswith("proxy.example:3128")  # the clients still get the real value
