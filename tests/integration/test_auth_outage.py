@@ -5,6 +5,7 @@ with one line."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import subprocess
@@ -203,3 +204,78 @@ def test_the_embedded_broker_is_announced_in_the_log_and_in_readyz(caplog):
     assert body == {"ready": True, "embedded_broker": True}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "EMBEDDED BROKER" in r.getMessage()]
     assert len(warnings) == 1 and "RADBRIDGE_KAFKA_BOOTSTRAP is not set" in warnings[0].getMessage()
+
+
+class TgiStub:
+    """A TGI-shaped model server that wants ``Bearer <key>`` and answers 401 while ``refusing``."""
+
+    def __init__(self, key: str):
+        self.key, self.refusing, self.refused, self.generated = key, False, 0, 0
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                if stub.refusing or self.headers.get("Authorization") != f"Bearer {stub.key}":
+                    stub.refused += 1
+                    return self._json(401, {"error": "unauthorized"})
+                if self.path == "/info":
+                    return self._json(200, {"model_id": "stub/base", "version": "0"})
+                if self.path == "/generate":
+                    stub.generated += 1
+                    return self._json(200, {"generated_text": "No acute cardiopulmonary abnormality.", "details": {
+                        "finish_reason": "eos_token", "generated_tokens": 6, "seed": None, "prefill": [],
+                        "tokens": [{"id": 2, "text": "<|im_end|>", "logprob": -0.1, "special": True}]}})
+                return self._json(200, {})
+
+            def _json(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _any  # noqa: N815
+
+            def log_message(self, *args):
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_model_server_401_pauses_drafting_and_everything_is_drafted_once_it_accepts_the_key(broker):
+    stub = TgiStub("model-key")
+    stub.refusing = True
+    messages = [_message(f"ACC-{uuid.uuid4().hex[:12]}", "preliminary") for _ in range(4)]
+    topics = new_topics(broker.bootstrap)
+    settings = settings_for(broker.bootstrap, topics, batch_size=2, backend="tgi", model_url=stub.url,
+                            model_api_key="model-key")
+    try:
+        with ThreadedService(settings) as svc:
+            readyz = lambda: httpx.get(f"http://127.0.0.1:{svc.ops_port}/readyz", timeout=5)  # noqa: E731
+            assert readyz().json()["reason"] == "auth_failed: model (startup check)"
+            publish(broker.bootstrap, topics.input, messages)
+            wait_for(lambda: svc.metric("radbridge_retries_total", stage="generate", error_type="auth_failed") >= 3, 60,
+                     what="drafting refused and retried")
+            assert readyz().status_code == 503 and readyz().json()["reason"].startswith("auth_failed: model")
+            assert committed(broker.bootstrap, topics.group, topics.input) == {}
+            assert svc.metric("radbridge_auth_failures_total", dependency="model") >= 3
+
+            stub.refusing = False
+            ends = end_offsets(broker.bootstrap, topics.input, expect=len(messages))
+            wait_for(lambda: committed(broker.bootstrap, topics.group, topics.input) == ends, 60, what="recovery")
+            wait_for(lambda: readyz().status_code == 200, 30, what="ready again")
+            assert svc.metric("radbridge_drafted_total") == len(messages)
+        assert read_topic(broker.bootstrap, topics.dlq, timeout_s=1) == []
+        assert len(read_topic(broker.bootstrap, topics.output, expect=len(messages))) == len(messages)
+        assert stub.generated >= len(messages)
+    finally:
+        stub.close()
