@@ -304,14 +304,14 @@ def typed_kafka_option(name: str, value: Any) -> Any:
         raise ValueError(f"kafka-python has no setting {name!r}{hint}")
     if name in _KAFKA_OWNED:
         raise ValueError(f"kafka-python's {name} is set by {_KAFKA_OWNED[name]}")
+    if name == "acks":
+        if str(value).strip().lower() not in ("all", "-1"):  # fewer acks: a commit could pass an output not yet durable
+            raise ValueError("kafka-python's acks must stay 'all': radbridge commits only durable outputs")
+        return "all"
     if not isinstance(value, str):
         return value  # from the TOML file: already typed
     text = value.strip()
     default = defaults[name]
-    if name == "acks":
-        if text.lower() not in ("all", "-1"):  # fewer acks would let a commit pass an output not yet durable
-            raise ValueError("kafka-python's acks must stay 'all': radbridge commits only durable outputs")
-        return "all"
     if name == "api_version":
         try:
             return tuple(int(p) for p in text.split("."))

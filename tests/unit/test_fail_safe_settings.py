@@ -149,3 +149,11 @@ def test_new_secrets_and_credential_urls_print_masked(monkeypatch):
     for secret in ("fhir-s3cret", "kafka-s3cret", "tok-pw", "kpw", "hunter2"):
         assert secret not in printed
     assert s.kafka_options["proxy_url"].endswith("proxy.example:3128")  # the clients still get the real value
+
+
+def test_the_config_file_cannot_lower_acks_either(monkeypatch, tmp_path):
+    (tmp_path / "radbridge.toml").write_text("[kafka_options]\nacks = 1\n")
+    monkeypatch.setenv("RADBRIDGE_CONFIG_FILE", str(tmp_path / "radbridge.toml"))
+    with pytest.raises(Exception) as exc:
+        Settings()
+    assert "acks must stay 'all'" in fail_line(exc.value)
