@@ -248,6 +248,12 @@ def fail_line(exc: BaseException) -> str | None:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         loc = [str(p) for p in first.get("loc", ())]
+        if first.get("type") == "extra_forbidden" and loc:  # a key of the TOML config file no setting has
+            import difflib
+
+            close = difflib.get_close_matches(loc[0], list(Settings.model_fields), n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return f"radbridge: configuration: unknown setting {loc[0]} in RADBRIDGE_CONFIG_FILE{hint}"
         # the environment variable a user would edit (its dotted path below it, e.g. a list index)
         where = f"RADBRIDGE_{loc[0].upper()}" + "".join(f".{p}" for p in loc[1:]) if loc else "settings"
         message = str(first.get("msg", "")).removeprefix("Value error, ")

@@ -157,3 +157,12 @@ def test_the_config_file_cannot_lower_acks_either(monkeypatch, tmp_path):
     with pytest.raises(Exception) as exc:
         Settings()
     assert "acks must stay 'all'" in fail_line(exc.value)
+
+
+def test_an_unknown_key_in_the_config_file_is_named_with_a_suggestion(monkeypatch, tmp_path):
+    (tmp_path / "radbridge.toml").write_text('kafka_bootstraps = "kafka-1:9092"\n')
+    monkeypatch.setenv("RADBRIDGE_CONFIG_FILE", str(tmp_path / "radbridge.toml"))
+    with pytest.raises(Exception) as exc:
+        Settings()
+    assert fail_line(exc.value) == ("radbridge: configuration: unknown setting kafka_bootstraps in "
+                                    "RADBRIDGE_CONFIG_FILE (did you mean kafka_bootstrap?)")
