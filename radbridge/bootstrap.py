@@ -57,8 +57,8 @@ def _backend(settings: Settings) -> Generator:
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
-    remote = dict(adapter=settings.adapter, timeout=settings.request_timeout_s, concurrency=settings.batch_size, api_key=key,
-                  ca_bundle=settings.model_ca_bundle)
+    remote = dict(adapter=settings.adapter, timeout=settings.request_timeout_s, concurrency=settings.batch_size,
+                  api_key=key, ca_bundle=settings.model_ca_bundle)
     if settings.backend == "tgi":
         from .adapters.model.tgi import TgiGenerator
 

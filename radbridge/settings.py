@@ -286,7 +286,8 @@ _KAFKA_OWNED = {
     "ssl_cafile": "RADBRIDGE_SSL_CAFILE", "ssl_certfile": "RADBRIDGE_SSL_CERTFILE",
     "ssl_keyfile": "RADBRIDGE_SSL_KEYFILE", "ssl_password": "RADBRIDGE_SSL_PASSWORD",
     "max_poll_records": "RADBRIDGE_BATCH_SIZE", "session_timeout_ms": "RADBRIDGE_SESSION_TIMEOUT_MS",
-    "heartbeat_interval_ms": "RADBRIDGE_HEARTBEAT_INTERVAL_MS", "max_poll_interval_ms": "RADBRIDGE_MAX_POLL_INTERVAL_MS",
+    "heartbeat_interval_ms": "RADBRIDGE_HEARTBEAT_INTERVAL_MS",
+    "max_poll_interval_ms": "RADBRIDGE_MAX_POLL_INTERVAL_MS",
     "auto_offset_reset": "RADBRIDGE_AUTO_OFFSET_RESET", "sasl_oauth_token_provider": "RADBRIDGE_KAFKA_OAUTH_TOKEN_URL",
     "enable_auto_commit": "nothing (offsets are committed only once the output is durable)",
 }

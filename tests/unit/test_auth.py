@@ -251,3 +251,9 @@ def test_a_token_endpoint_outage_names_its_dependency_for_readyz(endpoint):
     with pytest.raises(StoreUnavailable) as exc:
         ClientCredentials(down.url, "radbridge", client_secret="s", dependency="kafka").token()
     assert dependency_of(exc.value, "deliver") == "kafka"
+
+
+def test_client_id_and_secret_are_form_encoded_inside_basic_auth(endpoint):
+    tokens = endpoint(issued())
+    ClientCredentials(tokens.url, "rb:site 1", client_secret="p@ss:w/rd").token()
+    assert tokens.headers[0]["Authorization"] == "Basic " + base64.b64encode(b"rb%3Asite%201:p%40ss%3Aw%2Frd").decode()

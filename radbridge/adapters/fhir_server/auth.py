@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Generator
+from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
@@ -40,7 +41,8 @@ def tls_context(ca_bundle: str | Path | None = None, client_cert: str | Path | N
         if client_cert is not None:
             ctx.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(f"FHIR TLS files cannot be loaded ({type(exc).__name__}: {exc.strerror or exc})") from None
+        detail = getattr(exc, "strerror", None) or exc
+        raise ConfigurationError(f"FHIR TLS files cannot be loaded ({type(exc).__name__}: {detail})") from None
     return ctx
 
 
@@ -92,8 +94,7 @@ class ClientCredentials(httpx.Auth):
         with self._lock:
             if force or self._token is None or time.monotonic() >= self._expires_at - REFRESH_MARGIN_S:
                 self._fetch()
-            assert self._token is not None
-            return self._token
+            return self._token  # type: ignore[return-value] - _fetch set it or raised
 
     def close(self) -> None:
         self._http.close()
@@ -108,7 +109,8 @@ class ClientCredentials(httpx.Auth):
             form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
             form["client_assertion"] = self.assertion()
         else:
-            auth = httpx.BasicAuth(self.client_id, self._secret or "")
+            # RFC 6749 2.3.1: both form-encoded before the Basic encoding
+            auth = httpx.BasicAuth(quote(self.client_id, safe=""), quote(self._secret or "", safe=""))
         try:
             response = self._http.post(self.token_url, data=form, auth=auth, headers={"Accept": "application/json"})
         except httpx.TransportError as exc:
@@ -120,15 +122,20 @@ class ClientCredentials(httpx.Auth):
         if status >= 400 or not isinstance(body.get("access_token"), str):
             # invalid_client, invalid_grant, invalid_scope...: the error code, never the request's secrets
             error = body.get("error") if isinstance(body.get("error"), str) else "no access_token"
-            raise AuthFailed(self.dependency, f"{self.dependency} token endpoint refused the client credentials (HTTP {status}, {error[:60]})")
+            raise AuthFailed(self.dependency, f"{self._label} token endpoint refused the client credentials "
+                                              f"(HTTP {status}, {error[:60]})")
         lifetime = body.get("expires_in")
         lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 300.0
         self._token = body["access_token"]
         self._expires_at = time.monotonic() + lifetime
         self.fetches += 1
 
+    @property
+    def _label(self) -> str:
+        return {"fhir": "FHIR", "kafka": "Kafka"}.get(self.dependency, self.dependency)
+
     def _unavailable(self, what: str) -> StoreUnavailable:
-        exc = StoreUnavailable(f"{self.dependency.upper() if self.dependency == 'fhir' else self.dependency} {what}")
+        exc = StoreUnavailable(f"{self._label} {what}")
         exc.dependency = self.dependency  # for /readyz: the system whose token endpoint is down
         return exc
 
