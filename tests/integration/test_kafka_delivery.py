@@ -86,3 +86,29 @@ def test_mixed_messages_one_output_per_radiology_message(broker):
     assert "radbridge_consumer_lag{" in ops["/metrics"].text
     assert lag == {0: 0, 1: 0, 2: 0}  # everything consumed and committed
 
+
+
+def test_an_output_too_large_for_kafka_is_dead_lettered_and_later_messages_still_flow(broker):
+    """The probe of issue 12: a 600-report Bundle (~0.3 MB in) whose output Bundle is over the producer's 1 MB
+    request limit used to be retried forever with nothing committed; now its source is dead-lettered with reason
+    output_rejected and the message published after it is drafted."""
+    from kafka_support import _fhir_report
+
+    big = {"resourceType": "Bundle", "type": "collection",
+           "entry": [{"fullUrl": f"urn:uuid:00000000-0000-0000-0000-{i:012d}",
+                      "resource": json.loads(_fhir_report(i, f"big{i}"))} for i in range(600)]}
+    poison = json.dumps(big).encode()
+    good = _fhir_report(1, "after-the-big-one")
+    assert 200_000 < len(poison) < 1_000_000
+    topics = new_topics(broker.bootstrap)
+    settings = settings_for(broker.bootstrap, topics, batch_size=1)  # the big one alone in its batch
+    with ThreadedService(settings) as svc:
+        publish(broker.bootstrap, topics.input, [poison, good])
+        ends = end_offsets(broker.bootstrap, topics.input, expect=2)
+        wait_for(lambda: committed(broker.bootstrap, topics.group, topics.input) == ends, 120, what="both committed")
+        rejected = svc.metric("radbridge_dead_lettered_total", error_type="output_rejected")
+    (dead,) = read_topic(broker.bootstrap, topics.dlq, expect=1)
+    assert dead.value == poison and _headers(dead)["dlq-error-type"] == "output_rejected"
+    (out,) = read_topic(broker.bootstrap, topics.output, expect=1)
+    assert out.key.decode() == sha256_of(good)[:32]
+    assert rejected == 1
