@@ -198,6 +198,7 @@ def audit(
     fhir_url: Optional[str] = typer.Option(None, help="audit a FHIR server's final radiology DiagnosticReports instead"),
     since: Optional[datetime] = typer.Option(None, help="topic: record time; FHIR: report date (from)"),
     until: Optional[datetime] = typer.Option(None, help="topic: record time; FHIR: report date (before)"),
+    offsets: Optional[str] = typer.Option(None, help="topic: PARTITION:FIRST-END,... (END exclusive, empty: to the end)"),
     backend: Optional[Backend] = typer.Option(None, help="local | tgi | openai | instant"),
     adapter: Optional[str] = typer.Option(None, help="LoRA adapter folder (local) or adapter id (tgi/openai)"),
     url: Optional[str] = typer.Option(None, help="model server URL (tgi/openai)"),
@@ -223,7 +224,8 @@ def audit(
     drafter = build_drafter(settings, build_generator(settings, retry=RetryPolicy.from_settings(settings)))
     filters = Filters(tuple(modality), tuple(procedure), limit, sample, seed)
     try:
-        source = audit_source(settings, sources or [], topic=topic, fhir_url=fhir_url, since=since, until=until)
+        source = audit_source(settings, sources or [], topic=topic, fhir_url=fhir_url, since=since, until=until,
+                              offsets=offsets)
         record = run_audit(source, drafter, out, filters=filters, batch_size=batch_size or settings.batch_size,
                            bundles=bundles)
     except NothingAudited as exc:

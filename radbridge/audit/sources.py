@@ -4,6 +4,7 @@ and describes itself for run.json; none writes anywhere."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,15 +92,18 @@ class KafkaSource:
     """
 
     def __init__(self, settings, bootstrap: str, topic: str, *, since: datetime | None = None,
-                 until: datetime | None = None, idle_s: float = 3.0):
+                 until: datetime | None = None, offsets: dict[int, tuple[int, int | None]] | None = None,
+                 idle_s: float = 3.0):
         self.settings, self.bootstrap, self.topic = settings, bootstrap, topic
         self.since, self.until, self.idle_s = _ms(since), _ms(until), idle_s
+        self.offsets = offsets  # partition -> (first offset, end offset exclusive or None): only these partitions
 
     def describe(self) -> dict:
         # a topic has no content digest before it is read; the case keys (message digests) carry the resume
-        desc = f"{self.topic}|{self.since}|{self.until}"
+        offsets = {str(p): list(r) for p, r in sorted((self.offsets or {}).items())} or None
+        desc = f"{self.topic}|{self.since}|{self.until}|{offsets}"
         return {"kind": "kafka", "topic": self.topic, "since_ms": self.since, "until_ms": self.until,
-                "digest": hashlib.sha256(desc.encode()).hexdigest()}
+                "offsets": offsets, "digest": hashlib.sha256(desc.encode()).hexdigest()}
 
     def envelopes(self) -> Iterator[Item]:
         import time
@@ -119,10 +123,19 @@ class KafkaSource:
         if not partitions:
             consumer.close()
             raise SourceUnavailable(f"Kafka topic {self.topic} not found")
+        if self.offsets is not None:
+            unknown = sorted(set(self.offsets) - set(partitions))
+            if unknown:
+                consumer.close()
+                raise SourceUnavailable(f"Kafka topic {self.topic} has no partition {unknown[0]}")
+            partitions = sorted(self.offsets)
         parts = [TopicPartition(self.topic, p) for p in partitions]
         try:
             consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
+            if self.offsets is None:
+                consumer.seek_to_beginning(*parts)
+            for tp in parts if self.offsets is not None else ():
+                consumer.seek(tp, self.offsets[tp.partition][0])
             done: set = set()
             last = time.monotonic()
             while len(done) < len(parts):
@@ -135,7 +148,8 @@ class KafkaSource:
                 last = time.monotonic()
                 for tp in sorted(batch, key=lambda t: t.partition):
                     for r in batch[tp]:
-                        if self.until is not None and r.timestamp > self.until:
+                        end = self.offsets[tp.partition][1] if self.offsets is not None else None
+                        if end is not None and r.offset >= end or self.until is not None and r.timestamp > self.until:
                             done.add(tp)
                             consumer.pause(tp)
                             break
@@ -205,8 +219,23 @@ class FhirServerSource:
             yield Envelope(data, location=f"{self.url}/DiagnosticReport/{resource.get('id')}")
 
 
+def parse_offsets(spec: str) -> dict[int, tuple[int, int | None]]:
+    """``"0:100-250,1:40-"``: per partition the first offset and the end (exclusive; empty: to the end)."""
+    from ..errors import ConfigurationError
+
+    out: dict[int, tuple[int, int | None]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        m = re.fullmatch(r"(\d+):(\d+)-(\d*)", part)
+        if not m or (m[3] and int(m[3]) <= int(m[2])):
+            raise ConfigurationError(f"--offsets entry {part!r} is not PARTITION:FIRST-END (END empty or > FIRST)")
+        out[int(m[1])] = (int(m[2]), int(m[3]) if m[3] else None)
+    if not out:
+        raise ConfigurationError("--offsets names no partition")
+    return out
+
+
 def audit_source(settings, paths: Sequence[Path], *, topic: str | None = None, fhir_url: str | None = None,
-                 since: datetime | None = None, until: datetime | None = None) -> Source:
+                 since: datetime | None = None, until: datetime | None = None, offsets: str | None = None) -> Source:
     """The one source the command line names: files, a topic, or a FHIR server (never two)."""
     from ..errors import ConfigurationError
 
@@ -214,10 +243,13 @@ def audit_source(settings, paths: Sequence[Path], *, topic: str | None = None, f
     if len(named) != 1:
         raise ConfigurationError(f"name one source: files or folders, --topic or --fhir-url (got {named or 'none'})")
     since, until = (None if t is None else t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (since, until))
+    if offsets and not topic:
+        raise ConfigurationError("--offsets applies to --topic only")
     if topic:
         from ..service.runner import bootstrap_address
 
-        return KafkaSource(settings, bootstrap_address(settings), topic, since=since, until=until)
+        return KafkaSource(settings, bootstrap_address(settings), topic, since=since, until=until,
+                           offsets=parse_offsets(offsets) if offsets else None)
     if fhir_url:
         from ..adapters.fhir_server.store import HttpFhirStore
 

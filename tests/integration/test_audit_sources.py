@@ -106,3 +106,17 @@ def test_fhir_server_audit_pages_through_final_radiology_reports_by_date(sekmet_
     code, out = audit_cli("--fhir-url", sekmet_fhir.base_url, "--since", "2024-03-01", "--until", "2024-04-01",
                           "--out", tmp_path / "cli")
     assert code == 0 and out["audited"] == 7
+
+
+def test_topic_audit_by_offsets_reads_exactly_that_range(broker, tmp_path):
+    topic = "radiology-history-offsets"
+    broker.create_topics([topic], partitions=1)
+    publish(broker.bootstrap, topic, [cxr_oru(200 + i, *CASES[i % len(CASES)]) for i in range(8)])
+    read_topic(broker.bootstrap, topic, expect=8)
+    env = {"RADBRIDGE_KAFKA_BOOTSTRAP": broker.bootstrap}
+    code, part = audit_cli("--topic", topic, "--offsets", "0:2-5", "--out", tmp_path / "range", **env)
+    assert code == 0, part
+    sources = [json.loads(l)["source"] for l in (tmp_path / "range" / "cases.jsonl").read_text().splitlines()]
+    assert sources == [f"kafka:{topic}/0@{o}" for o in (2, 3, 4)]
+    code, bad = audit_cli("--topic", topic, "--offsets", "0:5-2", "--out", tmp_path / "bad", **env)
+    assert code != 0 and "PARTITION:FIRST-END" in json.dumps(bad)
