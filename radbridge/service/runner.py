@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from contextlib import ExitStack
 from typing import Callable
 
 from ..bootstrap import build_service
+from ..errors import ConfigurationError
 from ..settings import Settings
 from .http import OpsServer
 from .loop import Service
@@ -23,16 +25,33 @@ def bootstrap_address(settings: Settings) -> str:
 
 def start_embedded_broker(settings: Settings, stack: ExitStack) -> str:
     from ..adapters.kafka.broker import EmbeddedBroker
+    from ..adapters.kafka.clients import reaching
 
+    if settings.embedded_port and not _port_free(settings.embedded_port):
+        # whatever listens there is not ours: talking Kafka to it would only time out, 30 s later
+        raise ConfigurationError(f"RADBRIDGE_EMBEDDED_PORT {settings.embedded_port} is already in use (another "
+                                 "radbridge serve?); set RADBRIDGE_KAFKA_BOOTSTRAP or another port")
     broker = stack.enter_context(EmbeddedBroker(port=settings.embedded_port or None))
-    broker.create_topics(
-        [*settings.input_topics, settings.output_topic, settings.dlq_topic, settings.review_topic],
-        partitions=settings.embedded_partitions,
-    )
+    with reaching(broker.bootstrap):
+        broker.create_topics(
+            [*settings.input_topics, settings.output_topic, settings.dlq_topic, settings.review_topic],
+            partitions=settings.embedded_partitions,
+        )
     # Loud on purpose: a site that forgot (or mistyped) RADBRIDGE_KAFKA_BOOTSTRAP must not mistake this for its cluster
     log.warning("EMBEDDED BROKER: RADBRIDGE_KAFKA_BOOTSTRAP is not set, so radbridge runs its own local broker; "
                 "nothing from the site's Kafka is read (demo and tests only)", extra={"bootstrap": broker.bootstrap})
     return broker.bootstrap
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        # as the broker binds: a port held only by closed connections (TIME_WAIT) after a restart is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:

@@ -170,3 +170,20 @@ def test_model_401_pauses_drafting_and_names_the_model_in_readyz():
     assert service.metrics.registry.get_sample_value("radbridge_auth_failures_total", {"dependency": "model"}) >= 2
     assert service.metrics.registry.get_sample_value(
         "radbridge_retries_total", {"stage": "generate", "error_type": "auth_failed"}) >= 2
+
+
+def test_an_embedded_port_already_taken_is_refused_before_starting_a_broker():
+    import socket
+    from contextlib import ExitStack
+
+    import pytest
+
+    from radbridge.errors import ConfigurationError
+    from radbridge.service.runner import start_embedded_broker
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with ExitStack() as stack, pytest.raises(ConfigurationError, match=f"RADBRIDGE_EMBEDDED_PORT {port} is already"):
+            start_embedded_broker(Settings(embedded_port=port), stack)
