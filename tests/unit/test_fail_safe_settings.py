@@ -166,3 +166,24 @@ def test_an_unknown_key_in_the_config_file_is_named_with_a_suggestion(monkeypatc
         Settings()
     assert fail_line(exc.value) == ("radbridge: configuration: unknown setting kafka_bootstraps in "
                                     "RADBRIDGE_CONFIG_FILE (did you mean kafka_bootstrap?)")
+
+
+def test_every_variable_the_docs_and_deployment_files_name_is_a_setting():
+    """serve refuses unknown RADBRIDGE_* variables, so a stale name in an example would stop a deployment."""
+    import re
+    from pathlib import Path
+
+    from radbridge.settings import KAFKA_OPT_PREFIX, NOT_SETTINGS
+
+    repo = Path(__file__).resolve().parents[2]
+    files = [repo / "README.md", *(repo / "docs").glob("*.md"),
+             *(p for p in (repo / "deploy").rglob("*") if p.is_file() and p.suffix not in (".json", ".png"))]
+    known = {f"RADBRIDGE_{name.upper()}" for name in Settings.model_fields} | NOT_SETTINGS
+    typo_example = "RADBRIDGE_KAFKA_BOOTSTRAPS"  # the documented refusal
+    unknown = {
+        (f.relative_to(repo).as_posix(), name)
+        for f in files
+        for name in re.findall(r"RADBRIDGE_[A-Z0-9_]*[A-Z0-9]", f.read_text(encoding="utf-8", errors="replace"))
+        if name not in known and name != typo_example and not (name + "_").startswith(KAFKA_OPT_PREFIX)
+    }
+    assert not unknown, sorted(unknown)
