@@ -166,8 +166,21 @@ class KafkaSource:
     def _still_there(self, consumer, timeout_s: float = 10.0) -> None:
         """Idle could mean caught up or broker gone: a fresh metadata request (bounded here: kafka-python's own
         wait has no timeout) tells them apart."""
+        import socket
         import threading
 
+        # kafka-python answers metadata from its cache when no broker is reachable: try a connection first
+        reachable = False
+        for address in self.bootstrap.split(","):
+            host, _, port = address.strip().rpartition(":")
+            try:
+                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
+                    reachable = True
+                    break
+            except (OSError, ValueError):
+                continue
+        if not reachable:
+            raise SourceUnavailable(f"Kafka topic {self.topic} stopped answering mid-audit (no broker reachable)")
         answer: list = []
         probe = threading.Thread(target=lambda: answer.append(self.topic in consumer.topics()), daemon=True)
         probe.start()

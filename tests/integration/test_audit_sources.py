@@ -120,3 +120,32 @@ def test_topic_audit_by_offsets_reads_exactly_that_range(broker, tmp_path):
     assert sources == [f"kafka:{topic}/0@{o}" for o in (2, 3, 4)]
     code, bad = audit_cli("--topic", topic, "--offsets", "0:5-2", "--out", tmp_path / "bad", **env)
     assert code != 0 and "PARTITION:FIRST-END" in json.dumps(bad)
+
+
+def test_a_broker_that_goes_away_mid_audit_stops_the_run_resumably(tmp_path):
+    import threading
+
+    from radbridge.adapters.kafka.broker import EmbeddedBroker
+
+    topic = "radiology-history-outage"
+    with EmbeddedBroker() as own:
+        own.create_topics([topic], partitions=1)
+        publish(own.bootstrap, topic, [cxr_oru(300 + i, *CASES[i % len(CASES)]) for i in range(4)])
+        read_topic(own.bootstrap, topic, expect=4)
+        result: dict = {}
+        env = {"RADBRIDGE_KAFKA_BOOTSTRAP": own.bootstrap}
+        runner = threading.Thread(target=lambda: result.update(zip(("code", "out"), audit_cli(
+            "--topic", topic, "--batch-size", 1, "--out", tmp_path / "outage", **env))))
+        runner.start()
+        cases = tmp_path / "outage" / "cases.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (cases.exists() and len(cases.read_text().splitlines()) == 4):
+            time.sleep(0.1)
+        own._proc.kill()  # the history was read; the run is waiting for more when the broker dies
+        own._proc.wait(10)
+        runner.join(90)
+    assert not runner.is_alive()
+    assert result["code"] == 2 and result["out"]["error"] == "source_unavailable"
+    assert "run the same command again" in result["out"]["reason"]
+    run = json.loads((tmp_path / "outage" / "run.json").read_text())
+    assert run["status"] == "interrupted" and len(cases.read_text().splitlines()) == 4  # nothing finished is lost
