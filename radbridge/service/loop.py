@@ -167,6 +167,7 @@ class Service:
         self.fhir_store = fhir_store
         # dependency -> its check (model, fhir): re-run while idle until the ones that failed at start answer
         self.checks = dict(checks or {})
+        self._checker: threading.Thread | None = None
         self._next_check, self._check_attempts = 0.0, 0
         self.batch_size = max(1, batch_size)
         self.batch_wait_s = max(0, batch_wait_ms) / 1000
@@ -501,10 +502,14 @@ class Service:
 
     def _recheck(self) -> None:
         """Re-run the checks that failed at start (paced like the backoff), so readiness follows the dependency
-        whether or not messages come."""
-        now = time.monotonic()
-        if now < self._next_check:
+        whether or not messages come. On a thread of its own: a hung dependency makes a check wait its whole
+        timeout, and the loop must keep polling meanwhile (group membership, assignment, heartbeats)."""
+        if time.monotonic() < self._next_check or (self._checker is not None and self._checker.is_alive()):
             return
+        self._checker = threading.Thread(target=self._run_checks, name="radbridge-recheck", daemon=True)
+        self._checker.start()
+
+    def _run_checks(self) -> None:
         for dependency in sorted(self.health.failed_checks):
             check = self.checks.get(dependency)
             if check is None:
