@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import datetime, timezone
 
 import pytest
 
+from report_messages import cxr_report
 from radbridge.adapters.fhir_server.store import HttpFhirStore
 from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.errors import VersionConflict
@@ -19,20 +18,13 @@ from radbridge.service.retire import retire_drafts
 
 pytestmark = pytest.mark.integration
 
-ACSN_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
 def _message(acc: str, status: str) -> bytes:
-    text = "FINDINGS: Lungs are clear. No effusion." + ("\nIMPRESSION: No acute disease." if status != "preliminary" else "")
-    return json.dumps({
-        "resourceType": "DiagnosticReport", "id": f"{status[:1]}-{acc}", "status": status,
-        "identifier": [{"system": "urn:oid:1.2.3.4.5.11", "value": acc, "type": ACSN_TYPE}],
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5", "display": "XR Chest 2 Views"}]},
-        "subject": {"identifier": {"system": "urn:oid:1.2.3.4.5.1", "value": "MRN-7"}},
-        "presentedForm": [{"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}],
-    }).encode()
+    return cxr_report(acc, status, f"{status[:1]}-{acc}", None if status == "preliminary" else "No acute disease.",
+                      findings="Lungs are clear. No effusion.", acc_system="urn:oid:1.2.3.4.5.11",
+                      mrn=("urn:oid:1.2.3.4.5.1", "MRN-7"))
 
 
 @pytest.fixture()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from report_messages import cxr_report
 from radbridge.adapters.fhir_server.store import HttpFhirStore
 from radbridge.adapters.kafka.clients import ensure_topics
 from radbridge.adapters.model.memory import InstantGenerator
@@ -20,21 +19,12 @@ from kafka_support import ThreadedService, committed, end_offsets, new_topics, p
 pytestmark = pytest.mark.integration
 
 SIGNED_AT = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)  # an hour after the drafts
-ACSN_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
 
 
 def _message(acc: str, status: str, impression: str | None = None) -> bytes:
-    issued = {"issued": SIGNED_AT.isoformat().replace("+00:00", "Z")} if status == "final" else {}
-    text = "FINDINGS: Lungs are clear. No effusion. Distinctive-Findings-Text." + (
-        f"\nIMPRESSION: {impression}" if impression else "")
-    return json.dumps({
-        "resourceType": "DiagnosticReport", "id": f"{status[:1]}-{acc}", "status": status, **issued,
-        "identifier": [{"system": "urn:oid:1.2.3.4.5.11", "value": acc, "type": ACSN_TYPE}],
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5", "display": "XR Chest 2 Views"}]},
-        "subject": {"identifier": {"system": "urn:oid:1.2.3.4.5.1", "value": "MRN-7"}},
-        "presentedForm": [{"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}],
-    }).encode()
+    issued = SIGNED_AT.isoformat().replace("+00:00", "Z") if status == "final" else None
+    return cxr_report(acc, status, f"{status[:1]}-{acc}", impression, acc_system="urn:oid:1.2.3.4.5.11",
+                      mrn=("urn:oid:1.2.3.4.5.1", "MRN-7"), issued=issued)
 
 
 def _draft_text(prelim: bytes) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
 from kafka.structs import TopicPartition
 
+from report_messages import cxr_report
 from radbridge.adapters.fhir_server.store import MemoryFhirStore
 from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.domain import SkipReason
@@ -23,21 +23,10 @@ from radbridge.service.records import output_record
 from test_service_loop import FakeConsumer, FakeProducer, Rec
 
 T0 = TopicPartition("in", 0)
-ACSN_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
-FINDINGS = "Lungs are clear. No effusion. Distinctive-Findings-Text."
 
 
 def _report(acc: str, status: str, rid: str, impression: str | None = None) -> bytes:
-    text = f"FINDINGS: {FINDINGS}" + (f"\nIMPRESSION: {impression}" if impression else "")
-    doc = {
-        "resourceType": "DiagnosticReport", "id": rid, "status": status,
-        "identifier": [{"system": "urn:acc", "value": acc, "type": ACSN_TYPE}],
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5", "display": "XR Chest 2 Views"}]},
-        "subject": {"identifier": {"system": "urn:mrn", "value": "PATIENT-ID-77"}},
-        "presentedForm": [{"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}],
-    }
-    return json.dumps(doc).encode()
+    return cxr_report(acc, status, rid, impression)
 
 
 def prelim(acc: str = "A1") -> bytes:

@@ -3,11 +3,11 @@ published and counted (in-memory store, fake Kafka)."""
 
 from __future__ import annotations
 
-import base64
 import json
 
 from kafka.structs import TopicPartition
 
+from report_messages import cxr_report
 from radbridge.adapters.fhir_server.store import MemoryFhirStore
 from radbridge.domain import Generation, ModelInfo
 from radbridge.errors import StoreRejected
@@ -25,7 +25,6 @@ from radbridge.verify import FlagKind
 from test_service_loop import FakeConsumer, FakeProducer
 
 T0 = TopicPartition("in", 0)
-ACSN_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
 FINDINGS = "Small left pleural effusion. Lungs otherwise clear. Distinctive-Findings-Text."
 DRAFT = "Small right pleural effusion."  # the wrong side: the checker flags laterality
 
@@ -48,18 +47,7 @@ class ScriptedGenerator:
 
 
 def _report(acc: str, status: str, rid: str, impression: str | None = None, reader: str | None = None) -> bytes:
-    text = f"FINDINGS: {FINDINGS}" + (f"\nIMPRESSION: {impression}" if impression else "")
-    doc = {
-        "resourceType": "DiagnosticReport", "id": rid, "status": status,
-        "identifier": [{"system": "urn:acc", "value": acc, "type": ACSN_TYPE}],
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5", "display": "XR Chest 2 Views"}]},
-        "subject": {"identifier": {"system": "urn:mrn", "value": "PATIENT-ID-77"}},
-        "presentedForm": [{"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}],
-    }
-    if reader:
-        doc["resultsInterpreter"] = [{"reference": reader}]
-    return json.dumps(doc).encode()
+    return cxr_report(acc, status, rid, impression, findings=FINDINGS, reader=reader)
 
 
 def prelim(acc: str = "A1") -> bytes:
