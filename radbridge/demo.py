@@ -58,6 +58,16 @@ def _impression(bundle: dict) -> str:
     return ""
 
 
+def _checks(bundle: dict) -> str:
+    """The checker's findings on the draft (DetectedIssue details), one per line; "none" when it found nothing."""
+    issues = [
+        f"{e['resource'].get('severity', '')}: {e['resource'].get('detail', '')}"
+        for e in bundle.get("entry", [])
+        if e.get("resource", {}).get("resourceType") == "DetectedIssue"
+    ]
+    return "\n".join(issues) or "none"
+
+
 def run_demo(settings: Settings, samples: list[Sample], *, timeout_s: float = 900.0, console=None) -> dict:
     """Run the service, publish ``samples``, print drafts as they arrive; returns counts by outcome."""
     from kafka import KafkaConsumer
@@ -114,7 +124,9 @@ def run_demo(settings: Settings, samples: list[Sample], *, timeout_s: float = 90
                     table = Table(show_header=True, expand=True, box=None)
                     table.add_column("findings", ratio=3)
                     table.add_column("draft impression (preliminary)", ratio=2, style="green")
-                    table.add_row((sample.findings if sample else None) or "-", _impression(json.loads(record.value)))
+                    table.add_column("checks against the findings", ratio=2, style="yellow")
+                    bundle = json.loads(record.value)
+                    table.add_row((sample.findings if sample else None) or "-", _impression(bundle), _checks(bundle))
                     console.print(Panel(table, title=sample.name if sample else record.key.decode()))
             registry = service.metrics.registry
             for status in counts:
@@ -126,8 +138,14 @@ def run_demo(settings: Settings, samples: list[Sample], *, timeout_s: float = 90
         reader.close()
         service.stop()
         thread.join(60)
+    reasons = {
+        sample.labels["reason"]: int(sample.value)
+        for metric in service.metrics.registry.collect() if metric.name == "radbridge_skipped"
+        for sample in metric.samples if sample.name.endswith("_total") and sample.value
+    }
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) or "none"
     console.print(
-        f"[bold]done[/]: {counts['drafted']} drafted, {counts['skipped']} skipped (not radiology / no findings / "
-        f"signed), {counts['rejected']} dead-lettered"
+        f"[bold]done[/]: {counts['drafted']} drafted, {counts['skipped']} skipped (reports by reason: {why}), "
+        f"{counts['rejected']} dead-lettered"
     )
     return counts

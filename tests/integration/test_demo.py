@@ -29,4 +29,4 @@ def test_demo_runs_on_the_embedded_broker_and_exits_cleanly():
     expected = [sum(o.status == k for o in outcomes) for k in ("drafted", "skipped", "rejected")]
     assert [drafted, skipped, rejected] == expected
     assert drafted >= 4 + 5 and skipped >= 3 and rejected >= 3
-    assert "draft impression (preliminary)" in proc.stdout
+    assert "draft impression (preliminary)" in proc.stdout and "checks against the findings" in proc.stdout
