@@ -5,7 +5,6 @@ Nothing connects or loads a model at import time; everything is built here on re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .domain import GenerationParams
@@ -114,13 +113,10 @@ def _manifest_path(settings: Settings) -> Path | None:
 
 def build_scope(settings: Settings) -> Scope:
     """The adapter's declared scope, widened or narrowed by the site's settings."""
+    from .adapters.model.local import Manifest  # the one manifest reader (no model is loaded)
+
     path = _manifest_path(settings)
-    declared = None
-    if path is not None:
-        try:
-            declared = json.loads(path.read_text(encoding="utf-8")).get("scope")
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigurationError(f"{path}: cannot read the adapter's scope ({type(exc).__name__})") from None
+    declared = Manifest.read(path).data.get("scope") if path is not None else None
     if declared is None and (settings.scope_codes or settings.scope_unknown):
         declared = {}  # a site may declare a scope for a model whose manifest has none
     return Scope.from_manifest(

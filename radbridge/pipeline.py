@@ -282,7 +282,10 @@ class Drafter:
         bundle = None
         oru: tuple[bytes, ...] = ()
         if drafts:
-            recorded = self._recorded(p)
+            # When the draft was made (issued, Provenance.recorded), not the source's time. Ids, record keys and
+            # conditional-create identifiers come from the source bytes alone, so a redelivery is still the same
+            # draft; its bytes differ from the first delivery's in these times only.
+            recorded = self.clock()
             bundle = build_bundle(drafts, status=self.output_status, recorded=recorded)
             if self.emit_oru:
                 oru = tuple(build_oru(d, recorded=recorded) for d in drafts)
@@ -296,12 +299,3 @@ class Drafter:
             format=p.format,
             retire=tuple(p.retire),
         )
-
-    def _recorded(self, p: _Pending) -> datetime:
-        """When the draft was made (DiagnosticReport.issued, Provenance.recorded): now, not the source's time.
-
-        Ids, record keys and conditional-create identifiers depend only on the source bytes, so a redelivery is
-        still recognised as the same draft; its bytes differ from the first delivery's in these times only.
-        """
-        return self.clock()
-

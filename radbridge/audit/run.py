@@ -19,7 +19,7 @@ from .. import __version__
 from ..domain import CLOSED_STATUSES, FINAL_STATUSES, Report, Skipped, sha256_of
 from ..errors import MalformedMessage, PermanentError
 from ..pipeline import Drafter, Envelope
-from ..reading import read_message, split_payload
+from ..reading import read_payload
 from .cases import score_case
 from .sources import Source, Unreadable
 from .writer import AuditDir
@@ -78,11 +78,9 @@ class _Selection:
 
     def _items(self, envelope: Envelope) -> Iterator[Report | Skipped]:
         try:
-            payload = split_payload(envelope.data, self.drafter.limits)
-            for i, message in enumerate(payload.messages):
-                where = envelope.location if i == 0 else f"{envelope.location or ''}#{i}"
-                yield from read_message(message, payload.format, location=where, received_at=envelope.received_at,
-                                        limits=self.drafter.limits)
+            # a payload is read whole, as the pipeline reads it: one unreadable message makes it unreadable
+            yield from read_payload(envelope.data, location=envelope.location, received_at=envelope.received_at,
+                                    limits=self.drafter.limits)[1]
         except PermanentError as exc:
             self._skip(f"{sha256_of(envelope.data)[:32]}-msg", envelope.location, 0, "unreadable", str(exc))
         except Exception as exc:  # a reader bug lists the message; it must not end an audit of years of history

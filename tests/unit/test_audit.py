@@ -153,16 +153,16 @@ def test_filters_limit_and_seeded_sample(tmp_path):
 
 def test_a_reader_bug_lists_the_message_and_the_audit_goes_on(tmp_path, monkeypatch):
     write_history(tmp_path / "h", n=3)
-    import radbridge.audit.run as run_module
+    import radbridge.reading as reading
 
-    real = run_module.read_message
+    real = reading.read_message
 
     def flaky(data, fmt=None, **kw):
         if b"AUD-1|" in data:
             raise IndexError("reader bug")
         return real(data, fmt, **kw)
 
-    monkeypatch.setattr(run_module, "read_message", flaky)
+    monkeypatch.setattr(reading, "read_message", flaky)
     run = audit(FileSource([tmp_path / "h"]), drafter(), tmp_path / "out")
     assert run["counts"]["audited"] == 2 and run["counts"]["skipped_by_reason"]["unreadable"] == 2
 

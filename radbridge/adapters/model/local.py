@@ -424,12 +424,15 @@ class Manifest:
 
     @classmethod
     def read(cls, folder: Path | str) -> "Manifest":
-        folder = Path(folder)
-        path = folder / "manifest.json"
+        """The manifest of a released folder, or a manifest file (a model server's adapter, RADBRIDGE_MANIFEST_FILE)."""
+        path = Path(folder)
+        if path.is_dir() or not path.suffix:
+            path = path / "manifest.json"
+        folder = path.parent
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigurationError(f"no manifest.json in {folder}") from None
+            raise ConfigurationError(f"no manifest at {path}") from None
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"{path} is not valid JSON: {exc}") from None
         missing = [k for k in MANIFEST_KEYS if k not in data]
