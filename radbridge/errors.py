@@ -125,9 +125,14 @@ class AuthFailed(RetryableError):
 
 
 class StoreUnavailable(RetryableError):
-    """The FHIR server or Kafka output could not durably accept the output."""
+    """The FHIR server or Kafka output could not durably accept the output. ``dependency`` says which (for /readyz
+    and the metrics)."""
 
     kind = "store_unavailable"
+
+    def __init__(self, reason: str, *, dependency: str = "fhir"):
+        self.dependency = dependency
+        super().__init__(reason)
 
 
 class BrokerUnavailable(RetryableError):

@@ -113,12 +113,10 @@ class Health:
 
 def dependency_of(exc: BaseException, stage: str) -> str:
     """Which system a retryable error came from, for /readyz and the metrics."""
-    named = getattr(exc, "dependency", None)
+    named = getattr(exc, "dependency", None)  # AuthFailed, StoreUnavailable say which system
     if named:
         return named
-    if isinstance(exc, GeneratorUnavailable) or stage == "generate":
-        return "model"
-    return "fhir" if str(exc).startswith("FHIR") else "kafka"
+    return "model" if isinstance(exc, GeneratorUnavailable) or stage == "generate" else "kafka"
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -360,7 +358,7 @@ class Service:
                     refused[_key(record)] = _refusal(exc, out)
             self.producer.flush(timeout=self.send_timeout_s)
         except KafkaError as exc:
-            raise StoreUnavailable(f"Kafka did not accept the output ({type(exc).__name__})") from exc
+            raise StoreUnavailable(f"Kafka did not accept the output ({type(exc).__name__})", dependency="kafka") from exc
         failed: set[Key] = set()
         for record, future in futures:
             try:
@@ -374,7 +372,8 @@ class Service:
         # acked (every record written for this input): a retry of the batch will not send them again
         self._sent.update(_key(record) for record, _ in futures if _key(record) not in failed)
         if failure is not None:
-            raise StoreUnavailable(f"Kafka did not acknowledge the output ({type(failure).__name__})") from failure
+            raise StoreUnavailable(
+                f"Kafka did not acknowledge the output ({type(failure).__name__})", dependency="kafka") from failure
         return refused
 
     def _mark_done(self, record, outcome: Outcome, dead_letter: BaseException | None = None) -> None:

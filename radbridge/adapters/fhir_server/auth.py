@@ -135,9 +135,7 @@ class ClientCredentials(httpx.Auth):
         return {"fhir": "FHIR", "kafka": "Kafka"}.get(self.dependency, self.dependency)
 
     def _unavailable(self, what: str) -> StoreUnavailable:
-        exc = StoreUnavailable(f"{self._label} {what}")
-        exc.dependency = self.dependency  # for /readyz: the system whose token endpoint is down
-        return exc
+        return StoreUnavailable(f"{self._label} {what}", dependency=self.dependency)  # whose token endpoint is down
 
     def assertion(self) -> str:
         """The signed client assertion (SMART Backend Services): iss = sub = client id, aud = token URL."""
