@@ -120,7 +120,8 @@ def run_demo(settings: Settings, samples: list[Sample], *, timeout_s: float = 90
                         headers = {k: v.decode() for k, v in record.headers}
                         console.print(f"[red]dead-lettered[/] {headers.get('dlq-error-type')}: {headers.get('dlq-reason')}")
                         continue
-                    sample = by_key.get(record.key.decode())
+                    # records are keyed per report: <the source message's hash>-<report index>
+                    sample = by_key.get(record.key.decode().rsplit("-", 1)[0])
                     table = Table(show_header=True, expand=True, box=None)
                     table.add_column("findings", ratio=3)
                     table.add_column("draft impression (preliminary)", ratio=2, style="green")

@@ -31,21 +31,21 @@ def envelopes_from_files(
             yield Envelope(message, location=f"{path}#{i}" if len(messages) > 1 else str(path))
 
 
-def outcome_record(outcome: Outcome) -> dict:
-    """What `draft` prints for one message: the Bundle, or a skip/error record that says why."""
+def outcome_records(outcome: Outcome) -> list[dict]:
+    """What `draft` prints for one message: one Bundle per drafted report, or a skip/error record that says why."""
     if outcome.status == "drafted":
-        return outcome.bundle  # type: ignore[return-value]
+        return list(outcome.bundles)
     # the source is the operator's own path; the message id is the sender's text, printed only when id-shaped
     message_id = safe_id(outcome.message_id) if outcome.message_id else None
     base = {"source": outcome.envelope.location, "message_id": message_id, "format": outcome.format}
     if outcome.status == "rejected":
         err = outcome.error
-        return {"status": "error", **base, "error": err.kind, "reason": str(err)}  # type: ignore[union-attr]
-    return {
+        return [{"status": "error", **base, "error": err.kind, "reason": str(err)}]  # type: ignore[union-attr]
+    return [{
         "status": "skipped",
         **base,
         "skipped": [{"index": s.source.index, "reason": s.reason.value, "detail": s.detail} for s in outcome.skipped],
-    }
+    }]
 
 
 def error_record(location: str, error: PermanentError) -> dict:
@@ -53,7 +53,8 @@ def error_record(location: str, error: PermanentError) -> dict:
 
 
 def draft_files(drafter: Drafter, paths: Iterable[Path], *, out: TextIO, batch_size: int = 8) -> bool:
-    """Draft every message in the files, print one JSON line per message; False if any was malformed."""
+    """Draft every message in the files, print one JSON line per drafted report (a skipped or malformed message:
+    one line saying why); False if any was malformed."""
     ok = True
     batch: list[Envelope] = []
     line = 0  # the output line a log entry is about: file names are not logged (a sender may have chosen them)
@@ -62,10 +63,12 @@ def draft_files(drafter: Drafter, paths: Iterable[Path], *, out: TextIO, batch_s
         nonlocal ok, line
         for outcome in drafter.process(batch):
             ok &= outcome.status != "rejected"
-            line += 1
+            records = outcome_records(outcome)
             for s in outcome.skipped:
-                log.info("skipped", extra={"output_line": line, "index": s.source.index, "reason": s.reason.value})
-            out.write(json.dumps(outcome_record(outcome), sort_keys=True) + "\n")
+                log.info("skipped", extra={"output_line": line + 1, "index": s.source.index, "reason": s.reason.value})
+            for rec in records:
+                out.write(json.dumps(rec, sort_keys=True) + "\n")
+            line += len(records)
             for oru in outcome.oru:  # --oru: the same draft as an HL7 v2 ORU^R01, one JSON line each
                 out.write(json.dumps({"status": "oru", "source": outcome.envelope.location, "hl7v2": oru.decode()}) + "\n")
             line += len(outcome.oru)

@@ -62,8 +62,8 @@ class Outcome:
     envelope: Envelope
     drafts: tuple[Draft, ...] = ()
     skipped: tuple[Skipped, ...] = ()
-    bundle: dict | None = None
-    oru: tuple[bytes, ...] = ()
+    bundles: tuple[dict, ...] = ()  # one transaction Bundle per draft, in the order of ``drafts``
+    oru: tuple[bytes, ...] = ()  # with --oru: one ORU^R01 per draft, in the order of ``drafts``
     error: PermanentError | None = None
     message_ids: tuple[str, ...] = ()
     format: str | None = None
@@ -76,8 +76,9 @@ class Outcome:
         return "drafted" if self.drafts else "skipped"
 
     @property
-    def key(self) -> str:
-        """Output record key: derived from the input bytes, so a redelivery yields the same key."""
+    def message_key(self) -> str:
+        """The source message's key (its bytes' hash, cut): what logs name it by. Output records are keyed per
+        report (``Draft.key``), so a redelivery yields the same keys."""
         return sha256_of(self.envelope.data)[:32]
 
     @property
@@ -279,21 +280,17 @@ class Drafter:
         if p.error is not None:
             return Outcome(p.envelope, error=p.error, message_ids=tuple(p.message_ids), format=p.format)
         drafts = tuple(p.drafts)
-        bundle = None
-        oru: tuple[bytes, ...] = ()
-        if drafts:
-            # When the draft was made (issued, Provenance.recorded), not the source's time. Ids, record keys and
-            # conditional-create identifiers come from the source bytes alone, so a redelivery is still the same
-            # draft; its bytes differ from the first delivery's in these times only.
-            recorded = self.clock()
-            bundle = build_bundle(drafts, status=self.output_status, recorded=recorded)
-            if self.emit_oru:
-                oru = tuple(build_oru(d, recorded=recorded) for d in drafts)
+        # When the draft was made (issued, Provenance.recorded), not the source's time. Ids, record keys and
+        # conditional-create identifiers come from the source bytes alone, so a redelivery is still the same
+        # draft; its bytes differ from the first delivery's in these times only.
+        recorded = self.clock()
+        bundles = tuple(build_bundle(d, status=self.output_status, recorded=recorded) for d in drafts)
+        oru = tuple(build_oru(d, recorded=recorded) for d in drafts) if self.emit_oru else ()
         return Outcome(
             p.envelope,
             drafts=drafts,
             skipped=tuple(p.skipped),
-            bundle=bundle,
+            bundles=bundles,
             oru=oru,
             message_ids=tuple(p.message_ids),
             format=p.format,

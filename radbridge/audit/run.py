@@ -235,7 +235,7 @@ def _write_bundle(out: Path, draft) -> None:
 
     folder = out / "bundles"
     folder.mkdir(exist_ok=True)
-    bundle = build_bundle([draft], recorded=datetime.now(timezone.utc), replay=True)
+    bundle = build_bundle(draft, recorded=datetime.now(timezone.utc), replay=True)
     path = folder / f"{draft_key(draft, replay=True)}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(bundle_bytes(bundle))

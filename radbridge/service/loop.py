@@ -277,9 +277,10 @@ class Service:
                 continue
             outcome = outcomes[k]
             if outcome.status == "drafted":
-                value = self.serialize(outcome.bundle)
-                topic = self.review_topic if self._held(outcome) else self.output_topic
-                to_send.append((record, output_record(topic, record, outcome, value)))
+                # One record per report (keyed by it): a message's size never becomes one record's size.
+                for i, (draft, bundle) in enumerate(zip(outcome.drafts, outcome.bundles)):
+                    topic = self.review_topic if self._held(draft) else self.output_topic
+                    to_send.append((record, output_record(topic, record, outcome, i, self.serialize(bundle))))
                 if self.oru_topic:
                     to_send += [(record, oru_record(self.oru_topic, record, outcome, i)) for i in range(len(outcome.oru))]
             elif outcome.status == "rejected":
@@ -297,10 +298,14 @@ class Service:
             if k in self._done:
                 continue
             outcome = outcomes[k]
-            if outcome.status == "drafted" and self.fhir_store is not None and not self._held(outcome):
+            if outcome.status == "drafted" and self.fhir_store is not None:
                 try:
-                    with self.metrics.timed(self.metrics.fhir_call_seconds, "transact"):
-                        self.fhir_store.transact(outcome.bundle)
+                    # One transaction per report: each is written whole or not at all. A redelivery after a
+                    # partial write finds the written ones by their conditional creates.
+                    for draft, bundle in zip(outcome.drafts, outcome.bundles):
+                        if not self._held(draft):
+                            with self.metrics.timed(self.metrics.fhir_call_seconds, "transact"):
+                                self.fhir_store.transact(bundle)
                 except PermanentError as exc:  # e.g. StoreRejected: this message, not the batch
                     self._send_all([(record, dead_letter_record(self.dlq_topic, record, exc, outcome.message_id))])
                     self._mark_done(record, outcome, dead_letter=exc)
@@ -338,8 +343,10 @@ class Service:
         for refusal in self._send_all(notices).values():
             log.warning("retirement notice refused", extra={**ids, "error_type": refusal.kind})
 
-    def _held(self, outcome: Outcome) -> bool:
-        return self.review_topic is not None and any(d.flags for d in outcome.drafts)
+    def _held(self, draft) -> bool:
+        """A flagged draft goes to the review topic instead of the output topic and the FHIR server (per report:
+        its unflagged neighbours in the same message go on)."""
+        return self.review_topic is not None and bool(draft.flags)
 
     def _send_all(self, items: list[tuple[object, OutRecord]]) -> dict[Key, OutputRejected]:
         """Send, then wait for every ack (acks=all). Returns the records whose output Kafka refused for what it is
@@ -400,10 +407,10 @@ class Service:
             flags = [f for d in outcome.drafts for f in d.flags]
             for flag in flags:
                 self.metrics.draft_flags.labels(flag.kind.value, flag.severity).inc()
-            held = self._held(outcome)
+            held = sum(self._held(d) for d in outcome.drafts)
             if held:
-                self.metrics.held.inc()
-            log.info("drafted", extra={**ids, "drafts": len(outcome.drafts), "key": outcome.key,
+                self.metrics.held.inc(held)
+            log.info("drafted", extra={**ids, "drafts": len(outcome.drafts), "key": outcome.message_key,
                                        "flags": sorted({f.kind.value for f in flags}), "held": held})
 
     # -- commits ---------------------------------------------------------------------------------------------

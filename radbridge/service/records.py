@@ -37,26 +37,23 @@ def model_label(model) -> str:
     return f"{label}+{model.adapter}" if model.adapter else label
 
 
-def output_record(topic: str, record, outcome, value: bytes) -> OutRecord:
+def output_record(topic: str, record, outcome, index: int, value: bytes) -> OutRecord:
+    """The Bundle of draft ``index`` of ``outcome``, keyed by its report (``SourceRef.key``,
+    ``<sha256[:32]>-<report index>``): one record per report, so a message of many reports never makes one
+    oversized record, and the latest record per key is that report's draft (a retirement reuses the key)."""
+    draft = outcome.drafts[index]
     headers = [("content-type", b"application/fhir+json"), *source_headers(record)]
     if outcome.message_id:
         headers.append(_h("message-id", safe_id(outcome.message_id)))
     if outcome.format:
         headers.append(_h("source-format", outcome.format))
-    if outcome.drafts:
-        first = outcome.drafts[0]
-        headers.append(_h("prompt-version", first.prompt_version))
-        headers.append(_h("model", model_label(first.model)))
-        kinds = sorted({f.kind.value for d in outcome.drafts for f in d.flags})
-        if kinds:  # lets a consumer route or hold flagged drafts without parsing the Bundle
-            headers.append(_h("draft-flags", ",".join(kinds)))
-    return OutRecord(topic, outcome.key.encode("ascii"), value, headers)
-
-
-def draft_record_key(report_key: str) -> str:
-    """The output record key of the message that drafted the report ``report_key`` (``SourceRef.key``,
-    ``<sha256[:32]>-<index>``): the source bytes' hash, as ``Outcome.key``. Change both together."""
-    return report_key.rsplit("-", 1)[0]
+    headers.append(_h("report-index", draft.report.source.index))
+    headers.append(_h("prompt-version", draft.prompt_version))
+    headers.append(_h("model", model_label(draft.model)))
+    kinds = sorted({f.kind.value for f in draft.flags})
+    if kinds:  # lets a consumer route or hold flagged drafts without parsing the Bundle
+        headers.append(_h("draft-flags", ",".join(kinds)))
+    return OutRecord(topic, draft.report.source.key.encode("ascii"), value, headers)
 
 
 def retirement_record(topic: str, record, outcome, notice: dict) -> OutRecord:
@@ -69,7 +66,7 @@ def retirement_record(topic: str, record, outcome, notice: dict) -> OutRecord:
     if outcome.message_id:
         headers.append(_h("message-id", safe_id(outcome.message_id)))
     value = json.dumps(notice, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return OutRecord(topic, draft_record_key(notice["draft"]["value"]).encode("ascii"), value, headers)
+    return OutRecord(topic, notice["draft"]["value"].encode("ascii"), value, headers)
 
 
 def feedback_out_record(topic: str, record, key: str, value: bytes) -> OutRecord:
@@ -102,8 +99,9 @@ def dead_letter_record(topic: str, record, error: BaseException, message_id: str
 
 
 def oru_record(topic: str, record, outcome, index: int) -> OutRecord:
-    """The draft of report ``index`` as an HL7 v2 ORU^R01 (result status P), keyed like the Bundle plus the index."""
+    """Draft ``index`` of ``outcome`` as an HL7 v2 ORU^R01 (result status P), keyed like its Bundle's record."""
     headers = [("content-type", b"x-application/hl7-v2+er7"), *source_headers(record)]
     if outcome.message_id:
         headers.append(_h("message-id", safe_id(outcome.message_id)))
-    return OutRecord(topic, f"{outcome.key}-{index}".encode("ascii"), outcome.oru[index], headers)
+    headers.append(_h("report-index", outcome.drafts[index].report.source.index))
+    return OutRecord(topic, outcome.drafts[index].report.source.key.encode("ascii"), outcome.oru[index], headers)

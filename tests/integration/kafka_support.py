@@ -90,6 +90,11 @@ def mixed_messages(n: int, seed: str = "") -> Mix:
     return mix
 
 
+def report_key(message: bytes, index: int = 0) -> str:
+    """The output record key of report ``index`` of ``message`` (SourceRef.key): one record per report."""
+    return f"{sha256_of(message)[:32]}-{index}"
+
+
 def radiology_messages(n: int, seed: str = "") -> list[bytes]:
     return [_fhir_report(i, f"{seed}{i}") for i in range(n)]
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from radbridge.adapters.fhir_server.store import HttpFhirStore
-from radbridge.domain import sha256_of
 from radbridge.ids import DRAFT_SYSTEM
 
 from kafka_support import (
+    report_key,
     REPO,
     ThreadedService,
     committed,
@@ -142,7 +142,7 @@ def test_fhir_401_pauses_the_partitions_dead_letters_nothing_and_delivers_everyt
 
         assert read_topic(broker.bootstrap, topics.dlq, timeout_s=1) == []
         outputs = read_topic(broker.bootstrap, topics.output, expect=len(messages))
-        assert {o.key.decode() for o in outputs} == {sha256_of(m)[:32] for m in messages}
+        assert {o.key.decode() for o in outputs} == {report_key(m) for m in messages}
         with HttpFhirStore(sekmet_fhir.base_url, timeout=10.0) as store:
             for acc in accessions:  # every draft reached the FHIR server, once
                 drafts = [r for r in store.search("DiagnosticReport", {"identifier": acc})

@@ -65,7 +65,7 @@ def _drafts_by_key(store: HttpFhirStore, key: str) -> list[dict]:
 
 def test_transaction_is_stored_and_reads_back(store):
     d = draft("read-back")
-    response = store.transact(build_bundle([d], recorded=RECORDED))
+    response = store.transact(build_bundle(d, recorded=RECORDED))
     assert response["type"] == "transaction-response"
     (dr_status, _, dr_id), (prov_status, _, prov_id), (dev_status, _, dev_id) = _ids(response)
     assert dr_status == prov_status == "201"
@@ -91,7 +91,7 @@ def test_transaction_is_stored_and_reads_back(store):
 
 def test_redelivery_does_not_duplicate(store):
     d = draft("redeliver")
-    bundle = build_bundle([d], recorded=RECORDED)
+    bundle = build_bundle(d, recorded=RECORDED)
     first = _ids(store.transact(bundle))
     second = _ids(store.transact(bundle))
     # conditional create matched: 200, same ids, nothing new
@@ -103,7 +103,7 @@ def test_redelivery_does_not_duplicate(store):
 
 def test_signed_report_is_never_modified_by_redelivery(store):
     d = draft("signed")
-    (_, _, dr_id), (_, _, prov_id), _ = _ids(store.transact(build_bundle([d], recorded=RECORDED)))
+    (_, _, dr_id), (_, _, prov_id), _ = _ids(store.transact(build_bundle(d, recorded=RECORDED)))
     provenance_before = store.read("Provenance", prov_id)
     signed = store.read("DiagnosticReport", dr_id)
     signed.update(status="final", conclusion="Signed by the radiologist: clear lungs.")
@@ -114,7 +114,7 @@ def test_signed_report_is_never_modified_by_redelivery(store):
 
     # redelivery, even with a different draft (another model run), must leave the signed report alone
     again = draft("signed", impression="A different machine draft.")
-    store.transact(build_bundle([again], recorded=datetime(2025, 3, 5, tzinfo=timezone.utc)))
+    store.transact(build_bundle(again, recorded=datetime(2025, 3, 5, tzinfo=timezone.utc)))
     after = store.read("DiagnosticReport", dr_id)
     assert after["status"] == "final"
     assert after["conclusion"] == "Signed by the radiologist: clear lungs."
@@ -124,16 +124,19 @@ def test_signed_report_is_never_modified_by_redelivery(store):
     assert store.read("Provenance", prov_id) == provenance_before
 
 
-def test_multi_report_message_in_one_transaction(store):
+def test_reports_of_one_message_are_one_transaction_each_and_share_the_device(store):
     drafts = [draft("multi", index=0), draft("multi", index=1, impression="Small left effusion.")]
-    ids = _ids(store.transact(build_bundle(drafts, recorded=RECORDED)))
-    assert [t for _, t, _ in ids] == ["DiagnosticReport", "Provenance", "DiagnosticReport", "Provenance", "Device"]
-    conclusions = {store.read("DiagnosticReport", i)["conclusion"] for _, t, i in ids if t == "DiagnosticReport"}
+    ids = [_ids(store.transact(build_bundle(d, recorded=RECORDED))) for d in drafts]
+    assert [[t for _, t, _ in one] for one in ids] == [["DiagnosticReport", "Provenance", "Device"]] * 2
+    conclusions = {store.read("DiagnosticReport", i)["conclusion"] for one in ids for _, t, i in one if t == "DiagnosticReport"}
     assert conclusions == {"No acute cardiopulmonary process.", "Small left effusion."}
+    # both transactions PUT the same Device id: one Device for the model
+    (first_device,), (second_device,) = ([i for _, t, i in one if t == "Device"] for one in ids)
+    assert first_device == second_device
 
 
 def test_invalid_resource_is_rejected_with_server_diagnostics(store):
-    bundle = build_bundle([draft("invalid")], recorded=RECORDED)
+    bundle = build_bundle(draft("invalid"), recorded=RECORDED)
     del bundle["entry"][0]["resource"]["code"]  # required 1..1
     with pytest.raises(StoreRejected) as exc:
         store.transact(bundle)
@@ -169,8 +172,7 @@ def test_reports_from_the_readers_are_accepted_by_the_server(store, path):
     """Every report shape the readers produce (identifier systems, references, dates) becomes a storable Bundle."""
     reports = _reports(path)
     drafts = [replace(draft("unused"), report=r, impression=f"Draft {i}.") for i, r in enumerate(reports)]
-    bundle = build_bundle(drafts, recorded=RECORDED, validate=True)
-    ids = _ids(store.transact(bundle))
+    ids = [i for d in drafts for i in _ids(store.transact(build_bundle(d, recorded=RECORDED, validate=True)))]
     stored = [store.read(t, i) for _, t, i in ids if t == "DiagnosticReport"]
     assert [dr["conclusion"] for dr in stored] == [f"Draft {i}." for i in range(len(reports))]
     assert all(dr["status"] == "preliminary" for dr in stored)
@@ -182,7 +184,7 @@ def test_checker_flags_are_stored_as_detected_issues_implicating_the_stored_draf
 
     d = draft("flagged", impression="Right pleural effusion.")
     d = replace(d, flags=check(d.impression, "Large left pleural effusion.").flags)
-    bundle = build_bundle([d], recorded=RECORDED)
+    bundle = build_bundle(d, recorded=RECORDED)
     first = _ids(store.transact(bundle))
     dr_id = next(rid for status, rtype, rid in first if rtype == "DiagnosticReport")
     (issue_id,) = [rid for status, rtype, rid in first if rtype == "DetectedIssue"]

@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from radbridge.adapters.kafka.broker import free_port
-from radbridge.domain import sha256_of
 from tgi_contract import load_contract
 
 from kafka_support import (
+    report_key,
     ThreadedService,
     committed,
     end_offsets,
@@ -165,7 +165,7 @@ def test_hung_model_server_keeps_group_membership_then_drafts_once(broker):
 
             assert len(answering.generate_requests) == 1 and answering.contract_errors == []
             outputs = read_topic(broker.bootstrap, topics.output, expect=1, settle_s=1.0)
-            assert [o.key.decode() for o in outputs] == [sha256_of(message)[:32]]
+            assert [o.key.decode() for o in outputs] == [report_key(message)]
             assert json.loads(outputs[0].value)["resourceType"] == "Bundle"
             assert read_topic(broker.bootstrap, topics.dlq, timeout_s=1) == []
             assert svc.metric("radbridge_drafted_total") == 1

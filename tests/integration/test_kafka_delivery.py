@@ -49,9 +49,9 @@ def test_mixed_messages_one_output_per_radiology_message(broker):
     dlq = read_topic(broker.bootstrap, topics.dlq, expect=len(mix.poison))
     inputs = {r.value: r for r in read_topic(broker.bootstrap, topics.input, expect=len(mix.messages))}
 
-    # exactly one output per radiology message, keyed by the source bytes
+    # exactly one output per radiology report (one each here), keyed by the source bytes and the report's index
     assert len(outputs) == len(mix.drafted)
-    assert {o.key.decode() for o in outputs} == {sha256_of(m)[:32] for m in mix.drafted}
+    assert {o.key.decode() for o in outputs} == {f"{sha256_of(m)[:32]}-0" for m in mix.drafted}
     for out in outputs:
         bundle = json.loads(out.value)
         assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
@@ -60,7 +60,7 @@ def test_mixed_messages_one_output_per_radiology_message(broker):
         h = _headers(out)
         source = next(r for r in inputs.values() if (r.topic, r.partition, r.offset) ==
                       (h["source-topic"], int(h["source-partition"]), int(h["source-offset"])))
-        assert sha256_of(source.value)[:32] == out.key.decode()
+        assert f"{sha256_of(source.value)[:32]}-{h['report-index']}" == out.key.decode()
         assert h["model"].startswith("instant:") and h["prompt-version"]
 
     # poison: original bytes untouched, with the reason and where it came from
@@ -88,27 +88,52 @@ def test_mixed_messages_one_output_per_radiology_message(broker):
 
 
 
-def test_an_output_too_large_for_kafka_is_dead_lettered_and_later_messages_still_flow(broker):
-    """The probe of issue 12: a 600-report Bundle (~0.3 MB in) whose output Bundle is over the producer's 1 MB
-    request limit used to be retried forever with nothing committed; now its source is dead-lettered with reason
-    output_rejected and the message published after it is drafted."""
+def test_a_600_report_message_becomes_600_small_records_and_later_messages_still_flow(broker):
+    """The probe of issue 12: a 600-report Bundle (~0.3 MB in) made one 1.6 MB output Bundle, over the producer's
+    1 MB request limit, retried forever with nothing committed. Now each report is its own record, keyed by it."""
     from kafka_support import _fhir_report
 
     big = {"resourceType": "Bundle", "type": "collection",
            "entry": [{"fullUrl": f"urn:uuid:00000000-0000-0000-0000-{i:012d}",
                       "resource": json.loads(_fhir_report(i, f"big{i}"))} for i in range(600)]}
-    poison = json.dumps(big).encode()
+    many = json.dumps(big).encode()
     good = _fhir_report(1, "after-the-big-one")
-    assert 200_000 < len(poison) < 1_000_000
+    assert 200_000 < len(many) < 1_000_000
     topics = new_topics(broker.bootstrap)
     settings = settings_for(broker.bootstrap, topics, batch_size=1)  # the big one alone in its batch
     with ThreadedService(settings) as svc:
-        publish(broker.bootstrap, topics.input, [poison, good])
+        publish(broker.bootstrap, topics.input, [many, good])
         ends = end_offsets(broker.bootstrap, topics.input, expect=2)
-        wait_for(lambda: committed(broker.bootstrap, topics.group, topics.input) == ends, 120, what="both committed")
+        wait_for(lambda: committed(broker.bootstrap, topics.group, topics.input) == ends, 180, what="both committed")
+        dead = svc.metric("radbridge_dead_lettered_total", error_type="output_rejected")
+    outs = read_topic(broker.bootstrap, topics.output, expect=601)
+    assert len(outs) == 601 and not dead
+    by_key = {o.key.decode(): o for o in outs}
+    assert set(by_key) == {f"{sha256_of(many)[:32]}-{i}" for i in range(600)} | {f"{sha256_of(good)[:32]}-0"}
+    assert max(len(o.value) for o in outs) < 20_000  # bounded by one report, whatever the message's size
+    for key, out in by_key.items():
+        (dr,) = [e["resource"] for e in json.loads(out.value)["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+        (own,) = [i["value"] for i in dr["identifier"] if i.get("system") == "urn:radbridge:draft"]
+        assert own == key  # the record key is the draft's own identifier
+
+
+def test_an_output_kafka_refuses_is_dead_lettered_and_later_messages_still_flow(broker):
+    """A record the producer refuses for what it is (here: every draft is over a 2 kB request limit) is a permanent
+    error for its source message, dead-lettered as output_rejected; the partition moves on and is committed."""
+    from kafka_support import _fhir_report
+
+    first, second = _fhir_report(1, "refused-one"), _fhir_report(2, "refused-two")
+    lab = _fhir_report(3, "lab-after", category="LAB")  # skipped: needs no output record
+    topics = new_topics(broker.bootstrap, partitions=1)
+    settings = settings_for(broker.bootstrap, topics, batch_size=1, kafka_options={"max_request_size": 2000})
+    with ThreadedService(settings) as svc:
+        publish(broker.bootstrap, topics.input, [first, second, lab])
+        ends = end_offsets(broker.bootstrap, topics.input, expect=3)
+        wait_for(lambda: committed(broker.bootstrap, topics.group, topics.input) == ends, 120, what="all committed")
         rejected = svc.metric("radbridge_dead_lettered_total", error_type="output_rejected")
-    (dead,) = read_topic(broker.bootstrap, topics.dlq, expect=1)
-    assert dead.value == poison and _headers(dead)["dlq-error-type"] == "output_rejected"
-    (out,) = read_topic(broker.bootstrap, topics.output, expect=1)
-    assert out.key.decode() == sha256_of(good)[:32]
-    assert rejected == 1
+        skipped = svc.metric("radbridge_skipped_total", reason="not_radiology")
+    dead = read_topic(broker.bootstrap, topics.dlq, expect=2)
+    assert sorted(d.value for d in dead) == sorted([first, second])  # the original bytes
+    assert {_headers(d)["dlq-error-type"] for d in dead} == {"output_rejected"}
+    assert all("bytes" in _headers(d)["dlq-reason"] for d in dead)
+    assert rejected == 2 and skipped == 1

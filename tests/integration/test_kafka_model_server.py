@@ -14,6 +14,7 @@ from radbridge.domain import GenerationParams, sha256_of
 from radbridge.pipeline import Drafter
 
 from kafka_support import (
+    report_key,
     REPO,
     ThreadedService,
     committed,
@@ -80,7 +81,7 @@ def test_model_server_stopped_mid_stream_then_restarted(tmp_path):
                          what="drafting resumes after the model server returns")
 
             outputs = read_topic(broker.bootstrap, topics.output, expect=4)
-            assert {o.key.decode() for o in outputs} == {sha256_of(m)[:32] for m in first + second}
+            assert {o.key.decode() for o in outputs} == {report_key(m) for m in first + second}
             assert all(dict(o.headers)["model"].startswith(b"tgi:") for o in outputs)
             assert read_topic(broker.bootstrap, topics.dlq, timeout_s=1) == []
     finally:

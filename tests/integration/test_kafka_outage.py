@@ -9,11 +9,11 @@ import pytest
 
 from radbridge.adapters.fhir_server.store import MemoryFhirStore
 from radbridge.adapters.model.memory import InstantGenerator
-from radbridge.domain import sha256_of
 from radbridge.errors import GeneratorUnavailable, StoreUnavailable
 from radbridge.pipeline import Drafter
 
 from kafka_support import (
+    report_key,
     ThreadedService,
     committed,
     end_offsets,
@@ -88,7 +88,7 @@ def _assert_outage_then_recovery(broker, topics, svc, switch, messages, extra_ch
     assert httpx.get(f"http://127.0.0.1:{svc.ops_port}/readyz", timeout=5).status_code == 200
 
     outputs = read_topic(broker.bootstrap, topics.output, expect=len(messages))
-    assert {o.key.decode() for o in outputs} == {sha256_of(m)[:32] for m in messages}
+    assert {o.key.decode() for o in outputs} == {report_key(m) for m in messages}
     assert read_topic(broker.bootstrap, topics.dlq, timeout_s=1) == []
     return outputs
 

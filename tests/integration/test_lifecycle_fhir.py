@@ -40,7 +40,7 @@ def acc() -> str:
 
 def _draft_on_server(store, acc: str) -> dict:
     (outcome,) = Drafter(InstantGenerator()).process([Envelope(_message(acc, "preliminary"))])
-    store.transact(outcome.bundle)
+    store.transact(outcome.bundles[0])
     (draft,) = [r for r in store.search("DiagnosticReport", {"identifier": acc})
                 if any(i.get("system") == DRAFT_SYSTEM for i in r["identifier"])]
     return draft

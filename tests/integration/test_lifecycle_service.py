@@ -8,11 +8,10 @@ import uuid
 import pytest
 
 from radbridge.adapters.fhir_server.store import HttpFhirStore
-from radbridge.domain import sha256_of
 from radbridge.formats.fhir.retire import RETIRED_SYSTEM
 from radbridge.ids import DRAFT_SYSTEM
 
-from kafka_support import ThreadedService, committed, end_offsets, new_topics, publish, read_topic, settings_for, wait_for
+from kafka_support import ThreadedService, committed, end_offsets, new_topics, publish, read_topic, settings_for, wait_for, report_key
 from test_lifecycle_fhir import _message
 
 pytestmark = pytest.mark.integration
@@ -46,7 +45,7 @@ def test_signed_report_retires_the_draft_in_fhir_and_on_the_topic_and_a_redelive
         assert svc.metric("radbridge_skipped_total", reason="already_signed") == 2
 
     outputs = read_topic(broker.bootstrap, topics.output, expect=3)
-    assert len(outputs) == 3 and {o.key.decode() for o in outputs} == {sha256_of(prelim)[:32]}
+    assert len(outputs) == 3 and {o.key.decode() for o in outputs} == {report_key(prelim)}
     notices = [o for o in outputs if dict(o.headers).get("record-type") == b"draft-retired"]
     assert len(notices) == 2 and notices[0].value == notices[1].value
     notice = json.loads(notices[0].value)

@@ -222,5 +222,5 @@ def test_bundles_are_written_as_replays_with_ids_that_name_the_model(tmp_path):
     one = Draft(report, "Normal.", "paper-v1", InstantGenerator().info, GenerationParams())
     two = replace(one, model=ModelInfo(backend="tgi", base_model="other"))
     assert draft_key(one, replay=True) != draft_key(two, replay=True) and draft_key(one) == draft_key(two)
-    urls = lambda d: {e["fullUrl"] for e in build_bundle([d], recorded=datetime.now(timezone.utc), replay=True)["entry"]}
+    urls = lambda d: {e["fullUrl"] for e in build_bundle(d, recorded=datetime.now(timezone.utc), replay=True)["entry"]}
     assert urls(one).isdisjoint(urls(two))

@@ -1,4 +1,5 @@
-"""`radbridge draft`: one JSON line per input message; exit status says whether anything was malformed."""
+"""`radbridge draft`: one JSON line per drafted report, or per message that drafted nothing (why); exit status says
+whether anything was malformed."""
 
 import json
 from pathlib import Path
@@ -30,6 +31,17 @@ def test_drafts_and_skips_exit_zero_with_one_line_per_message():
     assert reasons == ["already_signed", "already_signed", "not_a_result", "Bundle", "not_radiology"]
     validate_bundle(lines[3])
     assert lines[3]["type"] == "transaction"
+
+
+def test_a_message_with_two_radiology_reports_prints_one_bundle_per_report():
+    code, lines = run(FIX / "hl7v2" / "multi_obr_two_rad_one_lab_v251.hl7", "--mode", "replay")
+    assert code == 0 and len(lines) == 2
+    keys = []
+    for bundle in lines:
+        validate_bundle(bundle)
+        (dr,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+        keys += [i["value"] for i in dr["identifier"] if i.get("system") == "urn:radbridge:draft"]
+    assert len(set(keys)) == 2 and len({k.rsplit("-", 1)[0] for k in keys}) == 1  # one message, two reports
 
 def test_malformed_input_gives_an_error_record_and_nonzero_exit():
     code, lines = run(FIX / "hl7v2" / "malformed_no_msh9.hl7", FIX / "fhir" / "malformed.json", FIX / "fhir" / "dr_plain_headings_preliminary.json")

@@ -44,7 +44,7 @@ def draft(seed: str = "m1", impression: str = IMPRESSION, index: int = 0) -> Dra
 
 def test_memory_transaction_rewrites_references():
     store = MemoryFhirStore()
-    response = store.transact(build_bundle([draft()], recorded=RECORDED))
+    response = store.transact(build_bundle(draft(), recorded=RECORDED))
     statuses = [e["response"]["status"] for e in response["entry"]]
     assert statuses == ["201 Created", "201 Created", "201 Created"]
     (dr,) = store.all("DiagnosticReport")
@@ -56,7 +56,7 @@ def test_memory_transaction_rewrites_references():
 
 def test_memory_redelivery_is_idempotent():
     store = MemoryFhirStore()
-    bundle = build_bundle([draft()], recorded=RECORDED)
+    bundle = build_bundle(draft(), recorded=RECORDED)
     store.transact(bundle)
     response = store.transact(bundle)
     assert [e["response"]["status"] for e in response["entry"][:2]] == ["200 OK", "200 OK"]
@@ -66,17 +66,17 @@ def test_memory_redelivery_is_idempotent():
 
 def test_memory_signed_report_is_not_modified():
     store = MemoryFhirStore()
-    store.transact(build_bundle([draft()], recorded=RECORDED))
+    store.transact(build_bundle(draft(), recorded=RECORDED))
     (dr,) = store.all("DiagnosticReport")
     store.update({**dr, "status": "final", "conclusion": "Signed text."})
-    store.transact(build_bundle([draft(impression="Other machine text.")], recorded=RECORDED))
+    store.transact(build_bundle(draft(impression="Other machine text."), recorded=RECORDED))
     (after,) = store.all("DiagnosticReport")
     assert (after["status"], after["conclusion"], after["meta"]["versionId"]) == ("final", "Signed text.", "2")
 
 
 def test_memory_transaction_is_atomic():
     store = MemoryFhirStore()
-    bundle = build_bundle([draft()], recorded=RECORDED)
+    bundle = build_bundle(draft(), recorded=RECORDED)
     bundle["entry"][1]["resource"]["target"] = [{"reference": "urn:uuid:00000000-0000-0000-0000-000000000000"}]
     with pytest.raises(StoreRejected):
         store.transact(bundle)
@@ -90,7 +90,8 @@ def test_memory_search_refuses_unknown_parameters():
 
 def test_memory_token_search_forms():
     store = MemoryFhirStore()
-    store.transact(build_bundle([draft("a"), draft("a", index=1)], recorded=RECORDED))
+    for d in (draft("a"), draft("a", index=1)):
+        store.transact(build_bundle(d, recorded=RECORDED))
     assert len(store.search("DiagnosticReport", {"identifier": "ACC-1"})) == 2
     assert len(store.search("DiagnosticReport", {"identifier": "urn:oid:1.2.4|ACC-1"})) == 2
     assert store.search("DiagnosticReport", {"identifier": "urn:oid:9|ACC-1"}) == []
@@ -120,7 +121,7 @@ def test_http_transact_posts_canonical_json_with_token():
         return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []})
 
     store = scripted(handler)
-    bundle = build_bundle([draft()], recorded=RECORDED)
+    bundle = build_bundle(draft(), recorded=RECORDED)
     assert store.transact(bundle)["type"] == "transaction-response"
     assert seen == {"url": "https://fhir.example/r4", "auth": "Bearer s3cret", "type": "application/fhir+json", "body": bundle}
     assert "s3cret" not in repr(store)
@@ -130,7 +131,7 @@ def test_http_transact_posts_canonical_json_with_token():
 def test_http_retryable_statuses(status):
     store = scripted(lambda request: outcome(status, "busy"))
     with pytest.raises(StoreUnavailable, match=f"HTTP {status}.*busy"):
-        store.transact(build_bundle([draft()], recorded=RECORDED))
+        store.transact(build_bundle(draft(), recorded=RECORDED))
 
 
 @pytest.mark.parametrize("status", [400, 404, 409, 412, 422])  # 401/403: AuthFailed (test_auth.py)
@@ -143,7 +144,7 @@ def test_http_permanent_statuses_never_echo_the_payload(status):
 
     store = scripted(handler)
     with pytest.raises(StoreRejected) as exc:
-        store.transact(build_bundle([draft()], recorded=RECORDED))
+        store.transact(build_bundle(draft(), recorded=RECORDED))
     message = str(exc.value)
     assert f"HTTP {status}" in message and "bad conclusion" in message
     assert IMPRESSION not in message and "PAT-31337" not in message
@@ -163,13 +164,13 @@ def test_http_connection_refused_is_retryable():
         port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
     with HttpFhirStore(f"http://127.0.0.1:{port}/fhir", timeout=2.0) as store:
         with pytest.raises(StoreUnavailable, match="unreachable"):
-            store.transact(build_bundle([draft()], recorded=RECORDED))
+            store.transact(build_bundle(draft(), recorded=RECORDED))
 
 
 def test_http_non_bundle_success_is_not_taken_as_stored():
     store = scripted(lambda request: httpx.Response(200, text="<html>proxy login</html>"))
     with pytest.raises(StoreUnavailable):
-        store.transact(build_bundle([draft()], recorded=RECORDED))
+        store.transact(build_bundle(draft(), recorded=RECORDED))
 
 
 def test_http_read_missing_is_none():

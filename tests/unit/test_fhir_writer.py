@@ -60,7 +60,7 @@ def resources(bundle: dict, rtype: str) -> list[dict]:
 
 
 def test_bundle_validates_with_r4b_models():
-    bundle = build_bundle([make_draft()], recorded=RECORDED, validate=True)
+    bundle = build_bundle(make_draft(), recorded=RECORDED, validate=True)
     validate_bundle(bundle)
     assert bundle["type"] == "transaction"
     # the R4B model agrees on what it parsed (not just "no exception")
@@ -71,7 +71,7 @@ def test_bundle_validates_with_r4b_models():
 
 
 def test_validation_catches_a_broken_bundle():
-    bundle = build_bundle([make_draft()], recorded=RECORDED)
+    bundle = build_bundle(make_draft(), recorded=RECORDED)
     del bundle["entry"][0]["resource"]["code"]
     with pytest.raises(ValidationError):
         validate_bundle(bundle)
@@ -79,7 +79,7 @@ def test_validation_catches_a_broken_bundle():
 
 def test_diagnostic_report_content():
     d = make_draft()
-    (dr,) = resources(build_bundle([d], recorded=RECORDED), "DiagnosticReport")
+    (dr,) = resources(build_bundle(d, recorded=RECORDED), "DiagnosticReport")
     assert dr["status"] == "preliminary"
     assert dr["conclusion"] == "No acute cardiopulmonary abnormality."
     assert dr["meta"]["security"] == [
@@ -119,7 +119,7 @@ def test_diagnostic_report_content():
 
 def test_findings_are_not_copied_and_narrative_warns_the_reader():
     d = make_draft(impression="Cardiomegaly <mild> & small effusion.\nFollow-up advised.")
-    data = bundle_bytes(build_bundle([d], recorded=RECORDED))
+    data = bundle_bytes(build_bundle(d, recorded=RECORDED))
     assert FINDINGS.encode() not in data
     (dr,) = resources(json.loads(data), "DiagnosticReport")
     div = dr["text"]["div"]
@@ -130,40 +130,40 @@ def test_findings_are_not_copied_and_narrative_warns_the_reader():
 
 def test_literal_references_from_the_source_are_kept():
     d = make_draft(patient_reference="Patient/p-1", based_on=("ServiceRequest/sr-1",))
-    (dr,) = resources(build_bundle([d], recorded=RECORDED), "DiagnosticReport")
+    (dr,) = resources(build_bundle(d, recorded=RECORDED), "DiagnosticReport")
     assert dr["subject"] == {"reference": "Patient/p-1"}
     assert dr["basedOn"] == [{"reference": "ServiceRequest/sr-1"}]
 
 
 def test_missing_procedure_gets_generic_imaging_code():
-    (dr,) = resources(build_bundle([make_draft(procedure=None)], recorded=RECORDED), "DiagnosticReport")
+    (dr,) = resources(build_bundle(make_draft(procedure=None), recorded=RECORDED), "DiagnosticReport")
     assert dr["code"]["coding"] == [{"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}]
     named = make_draft(procedure=Coding(display="CT head without contrast"))
-    (dr,) = resources(build_bundle([named], recorded=RECORDED), "DiagnosticReport")
+    (dr,) = resources(build_bundle(named, recorded=RECORDED), "DiagnosticReport")
     assert dr["code"]["coding"][0]["code"] == "18748-4"
     assert dr["code"]["text"] == "CT head without contrast"
 
 
 @pytest.mark.parametrize("status", ["preliminary", "partial"])
 def test_configurable_draft_status(status):
-    bundle = build_bundle([make_draft()], status=status, recorded=RECORDED, validate=True)
+    bundle = build_bundle(make_draft(), status=status, recorded=RECORDED, validate=True)
     assert resources(bundle, "DiagnosticReport")[0]["status"] == status
 
 
 @pytest.mark.parametrize("status", ["final", "amended", "corrected", "appended", "Final", "registered"])
 def test_never_final(status):
     with pytest.raises(ConfigurationError):
-        build_bundle([make_draft()], status=status, recorded=RECORDED)  # type: ignore[arg-type]
+        build_bundle(make_draft(), status=status, recorded=RECORDED)  # type: ignore[arg-type]
 
 
 def test_empty_draft_is_refused():
     with pytest.raises(UnsupportedContent):
-        build_bundle([make_draft(impression="  \n ")], recorded=RECORDED)
+        build_bundle(make_draft(impression="  \n "), recorded=RECORDED)
 
 
 def test_provenance_names_model_adapter_template_and_parameters():
     d = make_draft()
-    bundle = build_bundle([d], recorded=RECORDED)
+    bundle = build_bundle(d, recorded=RECORDED)
     (prov,) = resources(bundle, "Provenance")
     (device,) = resources(bundle, "Device")
     dr_entry, prov_entry, device_entry = bundle["entry"]
@@ -209,7 +209,7 @@ def test_provenance_names_model_adapter_template_and_parameters():
 
 def test_conditional_requests():
     d = make_draft()
-    dr_entry, prov_entry, _ = build_bundle([d], recorded=RECORDED)["entry"]
+    dr_entry, prov_entry, _ = build_bundle(d, recorded=RECORDED)["entry"]
     key = d.report.source.key
     assert dr_entry["request"] == {
         "method": "POST",
@@ -221,8 +221,8 @@ def test_conditional_requests():
 
 
 def test_same_input_same_bytes():
-    first = bundle_bytes(build_bundle([make_draft()], recorded=RECORDED))
-    second = bundle_bytes(build_bundle([make_draft()], recorded=RECORDED))
+    first = bundle_bytes(build_bundle(make_draft(), recorded=RECORDED))
+    second = bundle_bytes(build_bundle(make_draft(), recorded=RECORDED))
     assert first == second
     # canonical: key order in the dict does not matter
     shuffled = json.loads(first, object_pairs_hook=lambda pairs: dict(reversed(pairs)))
@@ -230,8 +230,8 @@ def test_same_input_same_bytes():
 
 
 def test_different_source_different_ids():
-    a = build_bundle([make_draft(b"message one")], recorded=RECORDED)
-    b = build_bundle([make_draft(b"message two")], recorded=RECORDED)
+    a = build_bundle(make_draft(b"message one"), recorded=RECORDED)
+    b = build_bundle(make_draft(b"message two"), recorded=RECORDED)
     urls_a = {e["fullUrl"] for e in a["entry"][:2]}
     urls_b = {e["fullUrl"] for e in b["entry"][:2]}
     assert not urls_a & urls_b
@@ -239,36 +239,29 @@ def test_different_source_different_ids():
     # same model: the Device is shared
     assert a["entry"][2]["fullUrl"] == b["entry"][2]["fullUrl"]
     other_adapter = replace(MODEL, adapter_sha256="c" * 64)
-    c = build_bundle([make_draft(model=other_adapter)], recorded=RECORDED)
+    c = build_bundle(make_draft(model=other_adapter), recorded=RECORDED)
     assert c["entry"][2]["fullUrl"] != a["entry"][2]["fullUrl"]
 
 
-def test_multi_report_message():
+def test_each_report_of_a_message_is_its_own_bundle():
     drafts = [make_draft(index=0), make_draft(index=1, impression="Small right pleural effusion.")]
-    bundle = build_bundle(drafts, recorded=RECORDED, validate=True)
-    assert [e["resource"]["resourceType"] for e in bundle["entry"]] == [
-        "DiagnosticReport",
-        "Provenance",
-        "DiagnosticReport",
-        "Provenance",
-        "Device",
-    ]
-    drs = resources(bundle, "DiagnosticReport")
-    provs = resources(bundle, "Provenance")
-    assert [dr["conclusion"] for dr in drs] == ["No acute cardiopulmonary abnormality.", "Small right pleural effusion."]
-    assert provs[1]["target"][0]["reference"] == bundle["entry"][2]["fullUrl"]
-    assert bundle["entry"][2]["fullUrl"] == "urn:uuid:" + resource_uuid(drafts[1].report.source.key, "DiagnosticReport")
-    assert provs[1]["entity"][0]["what"]["display"].endswith("report 2")
-
-
-def test_duplicate_report_in_one_bundle_is_refused():
-    with pytest.raises(ValueError):
-        build_bundle([make_draft(), make_draft()], recorded=RECORDED)
+    bundles = [build_bundle(d, recorded=RECORDED, validate=True) for d in drafts]
+    for bundle in bundles:
+        assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["DiagnosticReport", "Provenance", "Device"]
+    second = bundles[1]
+    (dr,) = resources(second, "DiagnosticReport")
+    (prov,) = resources(second, "Provenance")
+    assert dr["conclusion"] == "Small right pleural effusion."
+    assert prov["target"][0]["reference"] == second["entry"][0]["fullUrl"]
+    assert second["entry"][0]["fullUrl"] == "urn:uuid:" + resource_uuid(drafts[1].report.source.key, "DiagnosticReport")
+    assert prov["entity"][0]["what"]["display"].endswith("report 2")
+    # the Device is the same resource in both (a PUT of the same id): one per model, not per Bundle
+    assert bundles[0]["entry"][-1] == bundles[1]["entry"][-1]
 
 
 def test_naive_datetimes():
     d = make_draft(effective=datetime(2025, 3, 4, 9, 15))
-    bundle = build_bundle([d], recorded=datetime(2025, 3, 4, 10, 30), validate=True)
+    bundle = build_bundle(d, recorded=datetime(2025, 3, 4, 10, 30), validate=True)
     (dr,) = resources(bundle, "DiagnosticReport")
     assert dr["effectiveDateTime"] == "2025-03-04"  # no invented offset for a clinical time
     assert dr["issued"] == "2025-03-04T10:30:00+00:00"
@@ -284,11 +277,11 @@ def test_message_control_id_fits_msh10():
 def test_bundle_local_references_from_the_source_are_not_copied():
     # urn:uuid fullUrls of the source Bundle and #contained ids mean nothing in our transaction
     d = make_draft(patient_reference="urn:uuid:7d1c0f5e-0000-4000-8000-000000000001", based_on=("#order",))
-    (dr,) = resources(build_bundle([d], recorded=RECORDED), "DiagnosticReport")
+    (dr,) = resources(build_bundle(d, recorded=RECORDED), "DiagnosticReport")
     assert dr["subject"]["identifier"]["value"] == "555-44"
     assert dr["basedOn"][0]["identifier"]["value"] == "ACC-9"
     no_patient = make_draft(patient=None, patient_reference="urn:uuid:7d1c0f5e-0000-4000-8000-000000000001")
-    (dr,) = resources(build_bundle([no_patient], recorded=RECORDED), "DiagnosticReport")
+    (dr,) = resources(build_bundle(no_patient, recorded=RECORDED), "DiagnosticReport")
     assert "subject" not in dr
 
 
@@ -302,7 +295,7 @@ def test_ids_are_frozen():
 def test_fhir_source_report_is_referenced_and_its_encounter_and_study_carried():
     d = make_draft(report_reference="DiagnosticReport/src-1", encounter_reference="Encounter/e-9",
                    imaging_studies=("ImagingStudy/s-3", "urn:uuid:0000"))
-    bundle = build_bundle([d], recorded=RECORDED, validate=True)
+    bundle = build_bundle(d, recorded=RECORDED, validate=True)
     (dr,) = resources(bundle, "DiagnosticReport")
     assert dr["encounter"] == {"reference": "Encounter/e-9"}
     assert dr["imagingStudy"] == [{"reference": "ImagingStudy/s-3"}]  # a Bundle-local urn means nothing outside it
@@ -315,7 +308,7 @@ def test_each_checker_flag_is_a_detected_issue_implicating_the_draft():
 
     flags = check("Right pleural effusion.", "Large left pleural effusion. Small right apical pneumothorax.").flags
     d = replace(make_draft(impression="Right pleural effusion."), flags=flags)
-    bundle = build_bundle([d], recorded=RECORDED, validate=True)
+    bundle = build_bundle(d, recorded=RECORDED, validate=True)
     (dr_entry,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     issues = resources(bundle, "DetectedIssue")
     assert [(i["code"]["coding"][0]["code"], i["severity"]) for i in issues] == [
@@ -325,4 +318,4 @@ def test_each_checker_flag_is_a_detected_issue_implicating_the_draft():
         assert issue["implicated"] == [{"reference": dr_entry["fullUrl"]}]
         assert issue["status"] == "preliminary" and "effusion" not in issue["detail"].split(":")[0]
         assert "Large" not in issue["detail"] and "apical" not in issue["detail"]
-    assert resources(build_bundle([make_draft()], recorded=RECORDED), "DetectedIssue") == []
+    assert resources(build_bundle(make_draft(), recorded=RECORDED), "DetectedIssue") == []

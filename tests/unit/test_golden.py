@@ -66,7 +66,7 @@ def snapshot(path: Path) -> dict:
     snap["skipped"] = [{"index": s.source.index, "reason": s.reason.value, "detail": s.detail} for s in outcome.skipped]
     snap["reports"] = [dataclasses.asdict(d.report) for d in outcome.drafts]
     snap["prompts"] = [render(drafter.prompt_for(d.report)) for d in outcome.drafts]
-    snap["bundle"] = outcome.bundle
+    snap["bundles"] = list(outcome.bundles)
     return json.loads(json.dumps(snap, default=_jsonable))
 
 

@@ -79,7 +79,7 @@ def test_live_signed_report_asks_to_retire_its_accession_and_is_still_skipped():
     (outcome,) = Drafter(InstantGenerator()).process([Envelope(signed("A9"))])
     assert [s.reason for s in outcome.skipped] == [SkipReason.ALREADY_SIGNED]
     assert [(r.accession.value, r.signed.status) for r in outcome.retire] == [("A9", "final")]
-    assert outcome.bundle is None  # the signed report itself is never rewritten
+    assert outcome.bundles == ()  # the signed report itself is never rewritten
 
 
 def test_replay_and_unsigned_reports_retire_nothing():
@@ -131,10 +131,10 @@ def test_signed_report_retires_the_draft_with_a_provenance_and_a_notice_keyed_li
 def test_the_notice_key_is_the_draft_records_key():
     (outcome,) = Drafter(InstantGenerator()).process([Envelope(prelim())])
     store = MemoryFhirStore()
-    store.transact(outcome.bundle)
+    store.transact(outcome.bundles[0])
     _, _, producer = _run([signed()], store)
     ((key, _, _),) = _retirement_records(producer)
-    assert key == output_record("out", Rec("in", 0, 0, b""), outcome, b"").key
+    assert key == output_record("out", Rec("in", 0, 0, b""), outcome, 0, b"").key
 
 
 def test_a_second_delivery_of_the_signed_report_changes_nothing_and_repeats_the_same_notice():

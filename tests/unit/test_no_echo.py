@@ -266,7 +266,7 @@ def test_the_markers_reach_the_readers():
 
     outcomes = drafter.process([Envelope(all_messages()["hl7_drafted"]), Envelope(all_messages()["fhir_drafted"])])
     assert [o.status for o in outcomes] == ["drafted", "drafted"]
-    text = json.dumps([o.bundle for o in outcomes])
+    text = json.dumps([o.bundles for o in outcomes])
     assert {"MRN", "FILLER", "PROC", "IDENT", "SUBJREF"} <= set(MARK.findall(text))
 
 

@@ -37,7 +37,7 @@ def test_radiology_message_becomes_a_preliminary_ai_labelled_draft():
     [draft] = out.drafts
     assert draft.report.findings.startswith("Heart size is normal.")
     assert draft.prompt_version == "paper-v1"
-    reports = [e["resource"] for e in out.bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    reports = [e["resource"] for e in out.bundles[0]["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     assert [r["status"] for r in reports] == ["preliminary"]
     assert reports[0]["conclusion"] == draft.impression
     assert any(s.get("code") == "AIAST" for s in reports[0]["meta"]["security"])
@@ -49,7 +49,7 @@ def test_live_mode_skips_signed_reports_and_replay_drafts_them_without_touching_
     assert live.status == "skipped" and live.skipped[0].reason is SkipReason.ALREADY_SIGNED
     [replay] = Drafter(InstantGenerator(), mode=Mode.REPLAY).process([signed])
     assert replay.status == "drafted"
-    dr = next(e for e in replay.bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    dr = next(e for e in replay.bundles[0]["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
     assert dr["resource"]["status"] == "preliminary"
     assert dr["request"]["method"] == "POST" and "ifNoneExist" in dr["request"]  # a new resource, never an update
 
@@ -137,15 +137,15 @@ def test_same_input_same_output_bytes_but_for_the_time_the_draft_was_made():
     t1, t2 = datetime(2026, 1, 1, 9, tzinfo=timezone.utc), datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
     a = Drafter(InstantGenerator(), clock=lambda: t1).process([env])[0]
     b = Drafter(InstantGenerator(), clock=lambda: t1).process([env])[0]
-    assert bundle_bytes(a.bundle) == bundle_bytes(b.bundle)
+    assert bundle_bytes(a.bundles[0]) == bundle_bytes(b.bundles[0])
     later = Drafter(InstantGenerator(), clock=lambda: t2).process([env])[0]
-    (dr,) = [e["resource"] for e in later.bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    (dr,) = [e["resource"] for e in later.bundles[0]["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     assert dr["issued"] == "2026-01-01T10:00:00+00:00"  # when the draft was made, not the message's own time
-    assert [e["fullUrl"] for e in later.bundle["entry"]] == [e["fullUrl"] for e in a.bundle["entry"]]
-    assert bundle_bytes(later.bundle).replace(b"T10:00:00", b"T09:00:00") == bundle_bytes(a.bundle)
-    assert a.key == b.key
+    assert [e["fullUrl"] for e in later.bundles[0]["entry"]] == [e["fullUrl"] for e in a.bundles[0]["entry"]]
+    assert bundle_bytes(later.bundles[0]).replace(b"T10:00:00", b"T09:00:00") == bundle_bytes(a.bundles[0])
+    assert a.drafts[0].report.source.key == b.drafts[0].report.source.key  # the record key
     other = Drafter(InstantGenerator()).process([Envelope(hl7(uid=7))])[0]
-    assert other.key != a.key
+    assert other.drafts[0].report.source.key != a.drafts[0].report.source.key
 
 
 def test_fhir_and_hl7_share_one_pipeline():
@@ -167,7 +167,7 @@ def test_provenance_names_the_generator():
             return ModelInfo(backend="local", base_model="base-x", base_model_sha256="ab" * 32, adapter="lora-y", adapter_sha256="cd" * 32)
 
     [out] = Drafter(Named()).process([Envelope(hl7())])
-    text = json.dumps(out.bundle)
+    text = json.dumps(out.bundles)
     assert "base-x" in text and "lora-y" in text and "ab" * 32 in text and "cd" * 32 in text
 
 
@@ -184,7 +184,7 @@ def test_copynormal_wording_is_recorded_in_provenance_and_the_hl7_note():
     [draft] = out.drafts
     assert draft.impression == "No acute cardiopulmonary abnormality."  # every canned answer is normal
     assert draft.extra == {"wording": "nearest-example", "example_similarity": 0.91, "example_ref": "rpt-17"}
-    prov = next(e["resource"] for e in out.bundle["entry"] if e["resource"]["resourceType"] == "Provenance")
+    prov = next(e["resource"] for e in out.bundles[0]["entry"] if e["resource"]["resourceType"] == "Provenance")
     parts = {p["url"]: p for p in prov["extension"][0]["extension"]}
     assert parts["wording"] == {"url": "wording", "valueString": "nearest-example"}
     assert parts["example_similarity"] == {"url": "example_similarity", "valueDecimal": 0.91}

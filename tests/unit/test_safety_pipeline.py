@@ -39,7 +39,7 @@ def test_exams_outside_the_chest_radiograph_scope_are_skipped_naming_what_was_se
 def test_a_chest_radiograph_is_drafted_and_its_provenance_names_the_scope_rule():
     out = outcome(HL7 / "cxr_gdt_suffix_lf_v23.hl7")
     assert out.status == "drafted"
-    (prov,) = [e["resource"] for e in out.bundle["entry"] if e["resource"]["resourceType"] == "Provenance"]
+    (prov,) = [e["resource"] for e in out.bundles[0]["entry"] if e["resource"]["resourceType"] == "Provenance"]
     params = {p["url"]: p.get("valueString") for p in prov["extension"][0]["extension"]}
     assert params["scope_rule"] == "code"
 
@@ -62,9 +62,9 @@ def test_a_wrong_side_draft_carries_a_detected_issue_and_a_faithful_one_none(tmp
     path = tmp_path / "left_effusion.hl7"
     path.write_bytes(msg.encode())
     flagged = Drafter(WrongSide(), scope=CHEST_SCOPE).process([Envelope(path.read_bytes())])[0]
-    issues = [e["resource"] for e in flagged.bundle["entry"] if e["resource"]["resourceType"] == "DetectedIssue"]
+    issues = [e["resource"] for e in flagged.bundles[0]["entry"] if e["resource"]["resourceType"] == "DetectedIssue"]
     assert [i["code"]["coding"][0]["code"] for i in issues] == ["laterality"]
-    assert flagged.bundle["entry"][0]["resource"]["status"] == "preliminary"  # flagged or not, still a draft
+    assert flagged.bundles[0]["entry"][0]["resource"]["status"] == "preliminary"  # flagged or not, still a draft
 
     class Faithful(InstantGenerator):
         def generate(self, prompts, params):
@@ -73,7 +73,7 @@ def test_a_wrong_side_draft_carries_a_detected_issue_and_a_faithful_one_none(tmp
 
     clean = Drafter(Faithful(), scope=CHEST_SCOPE).process([Envelope(path.read_bytes())])[0]
     assert clean.status == "drafted"
-    assert not [e for e in clean.bundle["entry"] if e["resource"]["resourceType"] == "DetectedIssue"]
+    assert not [e for e in clean.bundles[0]["entry"] if e["resource"]["resourceType"] == "DetectedIssue"]
 
 
 def test_draft_command_applies_the_manifest_scope(monkeypatch):
@@ -96,6 +96,6 @@ def test_a_message_cut_mid_findings_is_drafted_with_an_input_flag(tmp_path):
         "OBX|1|TX|59776-5^Procedure findings^LN||Heart size normal. Lun||||||P\r"
     )
     [out] = Drafter(InstantGenerator(), scope=CHEST_SCOPE).process([Envelope(msg.encode())])
-    codes = [e["resource"]["code"]["coding"][0]["code"] for e in out.bundle["entry"]
+    codes = [e["resource"]["code"]["coding"][0]["code"] for e in out.bundles[0]["entry"]
              if e["resource"]["resourceType"] == "DetectedIssue"]
     assert codes == ["input-truncated"]

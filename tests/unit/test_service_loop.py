@@ -15,6 +15,7 @@ from kafka.structs import TopicPartition
 from radbridge.formats.fhir.writer import bundle_bytes
 from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.errors import GeneratorUnavailable
+from radbridge.domain import sha256_of
 from radbridge.pipeline import Drafter
 from radbridge.retry import RetryPolicy
 from radbridge.service.backoff import Backoff
@@ -416,13 +417,49 @@ class SizeLimitedProducer(FakeProducer):
         return super().send(topic, key, value, headers)
 
 
-def test_an_output_kafka_refuses_dead_letters_its_source_and_the_partition_moves_on():
+def test_a_message_of_many_reports_makes_one_record_per_report_none_oversized():
     many = json.loads(_report(1))
     bundle = {"resourceType": "Bundle", "type": "collection",
               "entry": [{"resource": {**many, "id": f"r{i}"}} for i in range(40)]}
-    poison = json.dumps(bundle).encode()  # 40 reports: one output Bundle far over the limit
-    consumer = FakeConsumer({T0: [poison, _report(2)]})
+    big = json.dumps(bundle).encode()  # 40 reports: as one output Bundle it would be far over the limit
+    consumer = FakeConsumer({T0: [big, _report(2)]})
     producer = SizeLimitedProducer(limit=20_000)
+    service = _service(consumer, producer)
+    consumer.on_poll = _stop_when_drained(service)
+    service.run()
+
+    outs = [a for a in producer.acked if a[0] == "out"]
+    assert len(outs) == 41 and not [a for a in producer.acked if a[0] == "dlq"]
+    keys = [key.decode() for _, key, _, _ in outs]
+    assert len(set(keys)) == 41  # keyed per report: <source message hash>-<report index>
+    assert {k.rsplit("-", 1)[1] for k in keys[:40]} == {str(i) for i in range(40)}
+    assert len({k.rsplit("-", 1)[0] for k in keys[:40]}) == 1
+    for _, _, value, headers in outs:
+        assert len(value) < 20_000
+        assert sum(e["resource"]["resourceType"] == "DiagnosticReport" for e in json.loads(value)["entry"]) == 1
+        assert dict(headers)["report-index"].isdigit()
+    assert consumer.commits[-1] == {T0: 2}
+
+
+class RefusingProducer(FakeProducer):
+    """Refuses (record validation, InvalidRecordError) every output record of the messages whose key starts so."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix.encode()
+
+    def send(self, topic, key=None, value=None, headers=None):
+        from kafka.errors import InvalidRecordError
+
+        if topic == "out" and key.startswith(self.prefix):
+            raise InvalidRecordError("refused")
+        return super().send(topic, key, value, headers)
+
+
+def test_an_output_kafka_refuses_dead_letters_its_source_and_the_partition_moves_on():
+    poison = _report(1)
+    consumer = FakeConsumer({T0: [poison, _report(2)]})
+    producer = RefusingProducer(sha256_of(poison)[:32])
     service = _service(consumer, producer)
     consumer.on_poll = _stop_when_drained(service)
     service.run()

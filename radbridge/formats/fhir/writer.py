@@ -52,7 +52,7 @@ from __future__ import annotations
 import html
 import json
 from datetime import datetime, timezone
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from ... import __version__
 from ...domain import Coding, Draft, Identifier, Report
@@ -105,53 +105,47 @@ ORDER_ID_TYPES = ("ACSN", "PLAC", "FILL")
 
 
 def build_bundle(
-    drafts: Sequence[Draft],
+    draft: Draft,
     *,
     status: OutputStatus = "preliminary",
     recorded: datetime,
     validate: bool = False,
     replay: bool = False,
 ) -> dict:
-    """One transaction Bundle (plain JSON-able dict) for the drafts of one input message."""
+    """One transaction Bundle (plain JSON-able dict) for one report's draft: its DiagnosticReport, Provenance,
+    DetectedIssues and the model's Device.
+
+    One per report, never one per message: a message of many reports would otherwise make one output record
+    that grows with the message (600 reports made 1.6 MB, over what Kafka takes), and one report's refusal would
+    lose its neighbours.
+    """
     if status not in ALLOWED_STATUSES:
         raise ConfigurationError(
             f"output status must be one of {sorted(ALLOWED_STATUSES)}, not {status!r}: "
             "an AI draft is never final"
         )
-    if not drafts:
-        raise ValueError("build_bundle needs at least one draft")
-    keys = [draft_key(d, replay) for d in drafts]
-    if len(set(keys)) != len(keys):
-        raise ValueError("two drafts for the same report in one Bundle")
     issued = _instant(recorded)
-    entries: list[dict] = []
-    devices: dict[str, dict] = {}
-    for draft in drafts:
-        key = draft_key(draft, replay)
-        dr_url = "urn:uuid:" + resource_uuid(key, "DiagnosticReport")
-        did = device_id(draft.model)
-        if did not in devices:
-            devices[did] = _device_entry(draft, did)
-        entries.append(
-            {
-                "fullUrl": dr_url,
-                "resource": _diagnostic_report(draft, status, issued, key),
-                "request": {
-                    "method": "POST",
-                    "url": "DiagnosticReport",
-                    "ifNoneExist": f"identifier={DRAFT_SYSTEM}|{key}",
-                },
-            }
-        )
-        entries.append(
-            {
-                "fullUrl": "urn:uuid:" + resource_uuid(key, "Provenance"),
-                "resource": _provenance(draft, dr_url, "urn:uuid:" + did, issued, key, replay),
-                "request": {"method": "POST", "url": "Provenance", "ifNoneExist": f"_tag={DRAFT_SYSTEM}|{key}"},
-            }
-        )
-        entries.extend(_detected_issue_entry(draft, flag, dr_url, issued, key) for flag in draft.flags)
-    entries.extend(devices.values())
+    key = draft_key(draft, replay)
+    dr_url = "urn:uuid:" + resource_uuid(key, "DiagnosticReport")
+    did = device_id(draft.model)
+    entries: list[dict] = [
+        {
+            "fullUrl": dr_url,
+            "resource": _diagnostic_report(draft, status, issued, key),
+            "request": {
+                "method": "POST",
+                "url": "DiagnosticReport",
+                "ifNoneExist": f"identifier={DRAFT_SYSTEM}|{key}",
+            },
+        },
+        {
+            "fullUrl": "urn:uuid:" + resource_uuid(key, "Provenance"),
+            "resource": _provenance(draft, dr_url, "urn:uuid:" + did, issued, key, replay),
+            "request": {"method": "POST", "url": "Provenance", "ifNoneExist": f"_tag={DRAFT_SYSTEM}|{key}"},
+        },
+    ]
+    entries.extend(_detected_issue_entry(draft, flag, dr_url, issued, key) for flag in draft.flags)
+    entries.append(_device_entry(draft, did))
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     if validate:
         validate_bundle(bundle)
