@@ -21,7 +21,7 @@ from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_compl
 from .formats.fhir.writer import build_bundle
 from .formats.hl7v2.writer import build_oru
 from .reading import read_message, split_payload
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, on_time, reading_budget
 from .scope import Scope
 from .verify import check, check_input
 
@@ -144,33 +144,38 @@ class Drafter:
         pending = _Pending(envelope)
         started = time.monotonic()
         try:
-            payload = split_payload(envelope.data, self.limits)
-            pending.format = payload.format
-            for i, message in enumerate(payload.messages):
-                location = envelope.location if i == 0 else f"{envelope.location or ''}#{i}"
-                for item in read_message(message, payload.format, location=location, received_at=envelope.received_at,
-                                         limits=self.limits):
-                    if item.source.message_id and item.source.message_id not in pending.message_ids:
-                        pending.message_ids.append(item.source.message_id)
-                    if isinstance(item, Skipped):
-                        pending.skipped.append(item)
-                    elif (skip := self._policy_skip(item, pending)) is not None:
-                        pending.skipped.append(skip)
-                    else:
-                        pending.reports.append(item)
+            with reading_budget(self.limits.message_budget_s):
+                self._read_into(pending, envelope)
         except PermanentError as exc:
             pending.error = exc
         except Exception as exc:  # a reader bug must dead-letter one message, not stop the service
             log.error("reader failed", extra={"location": envelope.location, **_fault(exc)})
             pending.error = MalformedMessage(f"unreadable message ({type(exc).__name__})")
-        # Measured, not preempted (a thread cannot be stopped safely): the limits bound how long a read can run,
-        # and a message that still took too long is dead-lettered rather than drafted late.
+        # The readers check the budget as they go (limits.on_time); a read that ended over it between two checks
+        # is caught here: a message that took too long is dead-lettered rather than drafted late.
         elapsed = time.monotonic() - started
         if pending.error is None and elapsed > self.limits.message_budget_s:
             pending.error = TooSlow(elapsed, self.limits.message_budget_s)
         if pending.error is not None:
             pending.reports.clear()
         return pending
+
+    def _read_into(self, pending: _Pending, envelope: Envelope) -> None:
+        payload = split_payload(envelope.data, self.limits)
+        pending.format = payload.format
+        for i, message in enumerate(payload.messages):
+            location = envelope.location if i == 0 else f"{envelope.location or ''}#{i}"
+            for item in read_message(message, payload.format, location=location, received_at=envelope.received_at,
+                                     limits=self.limits):
+                on_time()
+                if item.source.message_id and item.source.message_id not in pending.message_ids:
+                    pending.message_ids.append(item.source.message_id)
+                if isinstance(item, Skipped):
+                    pending.skipped.append(item)
+                elif (skip := self._policy_skip(item, pending)) is not None:
+                    pending.skipped.append(skip)
+                else:
+                    pending.reports.append(item)
 
     def _policy_skip(self, report: Report, pending: _Pending) -> Skipped | None:
         if report.status in CLOSED_STATUSES:

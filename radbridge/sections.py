@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .limits import on_time
+
 # Section name -> heading spellings seen in radiology reports (matched case-insensitively, plural or not).
 HEADINGS: dict[str, tuple[str, ...]] = {
     "findings": ("findings", "finding", "report findings", "observations", "description", "report"),
@@ -94,6 +96,7 @@ def _merge(marks: list[tuple[int, int, str]], found) -> list[tuple[int, int, str
     out: list[tuple[int, int, str]] = []
     k = 0
     for m in found:
+        on_time()
         start, end = m.span()
         while k < len(marks) and marks[k][1] <= start:
             out.append(marks[k])

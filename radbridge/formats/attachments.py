@@ -14,7 +14,7 @@ import logging
 import re
 
 from ..errors import LimitExceeded
-from ..limits import DEFAULT_LIMITS, Limits
+from ..limits import DEFAULT_LIMITS, Limits, on_time
 
 PLAIN = frozenset({"text/plain", "text/markdown"})
 HTML = frozenset({"text/html", "application/xhtml", "application/xhtml+xml"})
@@ -62,6 +62,7 @@ def html_to_text(markup: str) -> str:
     unclosed: set[str] = set()  # hidden elements with no end tag after some point: never searched for again
     i, n = 0, len(markup)
     while i < n:
+        on_time()
         start = _TAG_START.search(markup, i)
         if start is None:
             out.append(markup[i:])
@@ -188,6 +189,7 @@ def _pdf_text(raw: bytes, limits: Limits) -> str:
         parts: list[str] = []
         chars = content = 0
         for page in pages:
+            on_time()
             # A page's content stream can be a small compressed object that inflates to megabytes (and many
             # pages can share it): bound the inflated bytes before pypdf interprets them (about 3 s a MB
             # here), at a few bytes per text character allowed, and the text after.

@@ -76,3 +76,47 @@ def test_the_service_dead_letters_the_slow_message_and_commits_the_rest(clock):
     assert [t for t, *_ in producer.acked].count("out") == 2
     assert consumer.commits[-1] == {T0: 3}
     assert service.metrics.registry.get_sample_value("radbridge_dead_lettered_total", {"error_type": "too_slow"}) == 1
+
+
+class TickingTime:
+    """time.monotonic() for radbridge.limits: every reading of the clock is 0.01 s later (counted)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def monotonic(self) -> float:
+        self.calls += 1
+        return 1000.0 + 0.01 * self.calls
+
+
+def test_a_read_over_budget_stops_mid_read_not_at_its_end(monkeypatch):
+    """The readers check the budget as they go (limits.on_time): a message of 5,000 Bundle entries on a clock that
+    runs out after about 1,000 checks is stopped there, not read to its end and judged afterwards."""
+    import json
+
+    import radbridge.limits as limits_module
+
+    ticking = TickingTime()
+    monkeypatch.setattr(limits_module, "time", ticking)
+    report = json.loads(_report(1))
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": {**report, "id": f"r{i}"}} for i in range(5_000)]}
+    limits = Limits(max_entries=10_000, max_reports=10_000, message_budget_s=10)
+    (outcome,) = Drafter(InstantGenerator(), limits=limits).process([Envelope(json.dumps(bundle).encode())])
+    assert outcome.status == "rejected" and outcome.error.kind == "too_slow" and not outcome.drafts
+    assert 1_000 <= ticking.calls < 1_100  # stopped at the first check over 10 s: a fifth of the way in
+
+
+def test_outside_a_read_the_check_does_nothing(monkeypatch):
+    import radbridge.limits as limits_module
+
+    ticking = TickingTime()
+    monkeypatch.setattr(limits_module, "time", ticking)
+    limits_module.on_time()
+    assert ticking.calls == 0
+    with limits_module.reading_budget(1):
+        with pytest.raises(TooSlow):
+            for _ in range(200):
+                limits_module.on_time()
+    assert 100 <= ticking.calls <= 102
+    limits_module.on_time()  # the budget ended with its block

@@ -39,7 +39,7 @@ from typing import Any
 from ..attachments import PREFERENCE, READABLE, UnreadableAttachment, html_to_text, media_type_name, read_attachment
 from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ...errors import MalformedMessage
-from ...limits import DEFAULT_LIMITS, Limits
+from ...limits import DEFAULT_LIMITS, Limits, on_time
 from ...redact import NON_STANDARD_ID, safe_code
 from ...sections import split_sections
 
@@ -241,6 +241,7 @@ def _bundle_reports(bundle: dict, msg: _Message, *, depth: int, start: int) -> l
     if not isinstance(entries, list):
         raise MalformedMessage("Bundle.entry must be an array", where=f"{path}.entry", message_id=msg.message_id)
     for i, entry in enumerate(entries):
+        on_time()
         where = f"{path}.entry[{i}]"
         if not isinstance(entry, dict):
             raise MalformedMessage("entry must be an object", where=where, message_id=msg.message_id)

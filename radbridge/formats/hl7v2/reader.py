@@ -28,7 +28,7 @@ from datetime import datetime
 from ..attachments import UnreadableAttachment, read_attachment
 from ...domain import Coding, Identifier, Report, SkipReason, Skipped, SourceRef, sha256_of
 from ...errors import MalformedMessage
-from ...limits import DEFAULT_LIMITS, Limits
+from ...limits import DEFAULT_LIMITS, Limits, on_time
 from ...redact import safe_code
 from ...sections import split_sections
 from ..framing import unframe
@@ -203,6 +203,7 @@ def _group(segments: list[Segment]) -> tuple[list[Segment], list[Group]]:
     pending_orc: Segment | None = None
     current: Group | None = None
     for seg in segments:
+        on_time()
         name = seg.name
         if name == "OBR":
             current = Group(index=len(groups), obr=seg, pid=pid, orc=pending_orc)
