@@ -166,7 +166,7 @@ def eval_cmd(
     data: Path = typer.Option(..., exists=True, dir_okay=False, help="JSONL with findings and impression"),
     out: Path = typer.Option(..., help="results JSON"),
     limit: Optional[int] = typer.Option(None, help="first N reports only"),
-    baseline: Optional[str] = typer.Option(None, help="constant | retrieval (no model)"),
+    baseline: Optional[str] = typer.Option(None, help="constant | retrieval | consensus (no model)"),
     train: Optional[Path] = typer.Option(None, help="JSONL of training reports (retrieval baseline and examples)"),
     adapter: Optional[str] = typer.Option(None, help="model folder with manifest, PEFT folder, or 'none'; default model/"),
     template: Optional[str] = typer.Option(None, help="prompt template id; default: the adapter's manifest"),

@@ -241,6 +241,10 @@ def retrieval_drafter(retriever) -> Drafter:
     return lambda records: retriever.nearest_impressions([r["findings"] for r in records])
 
 
+def consensus_drafter(retriever, k: int = 10) -> Drafter:
+    return lambda records: retriever.consensus_impressions([r["findings"] for r in records], k)
+
+
 def record_report(record: dict, location: str | None = None) -> Report:
     """An evaluation record (findings, indication, comparison) as the domain Report the pipeline drafts."""
     body = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
@@ -322,7 +326,8 @@ def run(
 ) -> dict:
     """What ``radbridge eval`` does: one row of the results table, written as JSON.
 
-    ``baseline`` constant|retrieval; otherwise the model ``settings`` configure (built by ``bootstrap``, as the
+    ``baseline`` constant|retrieval|consensus (the nearest impression that agrees most with the other 9 nearest);
+    otherwise the model ``settings`` configure (built by ``bootstrap``, as the
     service builds it: a released adapter's manifest names the prompt template), drafting through the pipeline's
     ``Drafter``. ``train``: the reports the retrieval baseline answers from.
     """
@@ -332,14 +337,15 @@ def run(
     meta: dict = {"data": str(data), "limit": limit}
     if baseline == "constant":
         drafter, meta["system"] = constant_drafter(), "constant"
-    elif baseline == "retrieval":
+    elif baseline in ("retrieval", "consensus"):
         train_file = Path(train) if train else default_examples_file()
         if train_file is None:
-            raise ValueError("the retrieval baseline needs --train FILE.jsonl")
-        drafter, meta["system"] = retrieval_drafter(Retriever.from_jsonl(train_file)), "retrieval"
-        meta["train"] = str(train_file)
+            raise ValueError(f"the {baseline} baseline needs --train FILE.jsonl")
+        retriever = Retriever.from_jsonl(train_file)
+        drafter = retrieval_drafter(retriever) if baseline == "retrieval" else consensus_drafter(retriever)
+        meta["system"], meta["train"] = baseline, str(train_file)
     elif baseline:
-        raise ValueError(f"unknown baseline {baseline!r}: constant | retrieval")
+        raise ValueError(f"unknown baseline {baseline!r}: constant | retrieval | consensus")
     else:
         from .bootstrap import build_drafter
 

@@ -38,6 +38,19 @@ def load_split(split: str, openi_dir: Path = OPENI) -> list[dict]:
     return [{k: by_uid[i].get(k) or "" for k in fields} for i in ids if i in by_uid and keep_report(by_uid[i])]
 
 
+# The selection protocol (docs/model-results.md, "Selection protocol"): every choice is made on the tune part of
+# valid; a candidate to ship is run once on the confirm part. The part of a report is a function of its id alone
+# (not of the file's order or size), so it never moves.
+VALID_PARTS = ("tune", "confirm")
+
+
+def valid_part(uid: object) -> str:
+    """``tune`` or ``confirm``: which half of the valid split a report belongs to (by the SHA-256 of its id)."""
+    import hashlib
+
+    return VALID_PARTS[hashlib.sha256(f"openi-valid|{uid}".encode()).digest()[0] & 1]
+
+
 def apply_rules(records: list[dict], rules: CleanRules) -> list[dict]:
     return [
         {**r, "findings": clean_text(r["findings"], rules), "impression": clean_text(r["impression"], rules)}
@@ -46,14 +59,20 @@ def apply_rules(records: list[dict], rules: CleanRules) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Write cleaned OpenI train/valid JSONL files outside git.")
+    ap = argparse.ArgumentParser(description="Write cleaned OpenI train/valid (and valid's tune/confirm parts) JSONL files outside git.")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "data")
     ap.add_argument("--openi", type=Path, default=OPENI)
     args = ap.parse_args(argv)
     for split in ("train", "valid"):
         # Files hold the text as released; CleanRules are applied by whoever reads them (train, retrieval).
-        n = write_jsonl(args.out / f"{split}.jsonl", load_split(split, args.openi))
+        records = load_split(split, args.openi)
+        n = write_jsonl(args.out / f"{split}.jsonl", records)
         print(f"{split}: {n} reports -> {args.out / (split + '.jsonl')}")
+        if split == "valid":
+            for part in VALID_PARTS:
+                path = args.out / f"valid-{part}.jsonl"
+                n = write_jsonl(path, [r for r in records if valid_part(r["uid"]) == part])
+                print(f"valid, {part} part: {n} reports -> {path}")
     print(json.dumps(asdict(CleanRules())))
 
 

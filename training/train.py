@@ -69,6 +69,15 @@ class TrainConfig:
     save_every: int = 1
     time_budget_minutes: float | None = None  # stop after the step that crosses it (constant lr: any step is a clean end)
     num_threads: int = 2
+    # device: "auto" is CUDA when torch sees one, else CPU; the config, the data order and the results format are
+    # the same on both. bf16: autocast matmuls to bfloat16 (weights and optimizer stay fp32); None: on CUDA yes,
+    # on CPU no. On a CPU with AVX512-BF16 it is ≈1.5x faster (docs/model-results.md, "Training runs").
+    device: str = "auto"
+    bf16: bool | None = None
+    # Length bucketing (0: off): steps are formed from windows of this many effective batches of the shuffled
+    # order, sorted by length, and the steps of an epoch are then shuffled: less padding when a micro-batch is
+    # the whole step (a GPU). Off keeps the order every earlier run used.
+    length_buckets: int = 0
 
     @property
     def rules(self) -> CleanRules:
@@ -171,16 +180,35 @@ def batch_plan(pool: Sequence[int], cfg: TrainConfig, lengths: Sequence[int], ep
     """Optimizer steps of one epoch, each a list of micro-batches of example indices.
 
     Order is a function of (seed, epoch) only, so a resumed run sees the same batches; inside a step the
-    examples are sorted by length so micro-batches carry little padding.
+    examples are sorted by length so micro-batches carry little padding. With ``length_buckets`` the steps are
+    cut from length-sorted windows of the shuffled order, then shuffled.
     """
     order = list(pool)
     n = len(order)
-    random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+    rng = random.Random(cfg.seed * 1000 + epoch)
+    rng.shuffle(order)
+    if cfg.length_buckets:
+        window = cfg.length_buckets * cfg.effective_batch
+        order = [i for w in range(0, n, window) for i in sorted(order[w : w + window], key=lambda i: lengths[i])]
     steps = []
     for s in range(0, n, cfg.effective_batch):
         chunk = sorted(order[s : s + cfg.effective_batch], key=lambda i: lengths[i])
         steps.append([chunk[m : m + cfg.micro_batch] for m in range(0, len(chunk), cfg.micro_batch)])
+    if cfg.length_buckets:
+        rng.shuffle(steps)
     return steps
+
+
+def pick_device(cfg: TrainConfig) -> tuple[str, bool]:
+    """(device, bf16) for this run: ``cfg.device`` ("auto": CUDA if present) and ``cfg.bf16`` (None: CUDA only)."""
+    import torch
+
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device is cuda but torch sees no CUDA device")
+    return device, device == "cuda" if cfg.bf16 is None else cfg.bf16
 
 
 def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -194,7 +222,7 @@ def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     return 1.0
 
 
-def load_model(cfg: TrainConfig):
+def load_model(cfg: TrainConfig, device: str = "cpu"):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -215,7 +243,7 @@ def load_model(cfg: TrainConfig):
         task_type="CAUSAL_LM",
         bias="none",
     )
-    return get_peft_model(model, lora), tokenizer
+    return get_peft_model(model.to(device), lora), tokenizer
 
 
 def first_trained_layer(cfg: TrainConfig, n_layers: int) -> int:
@@ -236,12 +264,13 @@ def frozen_states(model, examples: list[tuple[list[int], list[int]]], upto: int,
     import torch
 
     inner = model.get_base_model().model
+    device = inner.embed_tokens.weight.device
     out: list = [None] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     with torch.no_grad():
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
-            ids, mask = _pad([examples[i][0] for i in idx], 0)
+            ids, mask = _pad([examples[i][0] for i in idx], 0, device)
             hidden = _run_layers(inner, inner.embed_tokens(ids), mask, 0, upto)
             for row, i in enumerate(idx):
                 out[i] = hidden[row, : len(examples[i][0])].clone()
@@ -261,7 +290,7 @@ def _cached_frozen_states(model, examples, start: int, out: Path):
         h.update(json.dumps(x).encode())
     path = out.parent / "cache" / f"frozen-{h.hexdigest()[:16]}.pt"
     if path.is_file():
-        return torch.load(path)
+        return torch.load(path, map_location=model.get_base_model().model.embed_tokens.weight.device)
     states = frozen_states(model, examples, start)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -270,7 +299,7 @@ def _cached_frozen_states(model, examples, start: int, out: Path):
     return states
 
 
-def _pad(rows: list[list[int]], pad_id: int):
+def _pad(rows: list[list[int]], pad_id: int, device="cpu"):
     import torch
 
     width = max(len(r) for r in rows)
@@ -279,7 +308,7 @@ def _pad(rows: list[list[int]], pad_id: int):
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def _run_layers(inner, hidden, mask, start: int, stop: int):
@@ -287,7 +316,7 @@ def _run_layers(inner, hidden, mask, start: int, stop: int):
     import torch
     from transformers.masking_utils import create_causal_mask
 
-    pos = torch.arange(hidden.shape[1]).unsqueeze(0)
+    pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
     causal = create_causal_mask(config=inner.config, inputs_embeds=hidden, attention_mask=mask,
                                 past_key_values=None, position_ids=pos)
     rope = inner.rotary_emb(hidden, position_ids=pos)
@@ -305,17 +334,19 @@ def _micro_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, ca
     """
     import torch
 
-    ids, mask = _pad([x for x, _ in batch], pad_id)
+    causal_lm = model.get_base_model()
+    device = causal_lm.model.embed_tokens.weight.device
+    ids, mask = _pad([x for x, _ in batch], pad_id, device)
     width = ids.shape[1]
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
     for i, (_, y) in enumerate(batch):
         labels[i, : len(y)] = torch.tensor(y)
-    causal_lm = model.get_base_model()
+    labels = labels.to(device)
     if cached is None:
         hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
     else:
         inner = causal_lm.model
-        states = torch.zeros((len(batch), width, cached[0].shape[-1]), dtype=cached[0].dtype)
+        states = torch.zeros((len(batch), width, cached[0].shape[-1]), dtype=cached[0].dtype, device=device)
         for i, h in enumerate(cached):
             states[i, : h.shape[0]] = h
         hidden = inner.norm(_run_layers(inner, states, mask, start, inner.config.num_hidden_layers))
@@ -341,7 +372,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
-    model, tokenizer = load_model(cfg)
+    device, bf16 = pick_device(cfg)
+    print(f"training on {device}{' with bf16 autocast' if bf16 else ''}")
+    model, tokenizer = load_model(cfg, device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     records = load_records(cfg)
     examples = build_examples(cfg, records, tokenizer)
@@ -358,7 +391,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # fused: one kernel for all parameters on CUDA (the default per-tensor loop is what CPU runs)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                            **({"fused": True} if device == "cuda" else {}))
     ckpt = out / "checkpoint"
     step, seconds, tokens_seen = 0, 0.0, 0
     if (ckpt / "state.pt").is_file():
@@ -367,6 +402,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         opt.load_state_dict(state["optimizer"])
         step, seconds, tokens_seen = state["step"], state["seconds"], state["tokens"]
         torch.set_rng_state(state["torch_rng"])
+        if device == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         print(f"resumed from step {step}")
 
     log = open(out / "log.jsonl", "a", encoding="utf-8")
@@ -387,8 +424,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         loss_sum, step_tokens = 0.0, 0
         opt.zero_grad(set_to_none=True)
         for mb in plan:
-            loss, _, ntok = _micro_loss(model, [examples[i] for i in mb], pad_id,
-                                        None if cache is None else [cache[i] for i in mb], start)
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+                loss, _, ntok = _micro_loss(model, [examples[i] for i in mb], pad_id,
+                                            None if cache is None else [cache[i] for i in mb], start)
             # Mean over every target token of the effective batch, whatever the micro-batch split.
             (loss / n_target).backward()
             loss_sum += float(loss.detach())
@@ -424,6 +462,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "train_reports": len(examples),
         "examples_per_epoch": len(pool),
         "trained_layers_from": start,
+        "device": device,
+        "bf16": bf16,
         "train_seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / max(step / steps_per_epoch, 1e-9), 1),
         "cache_seconds": round(cache_seconds, 1),  # once per run, before the first step
@@ -446,7 +486,8 @@ def _save_checkpoint(model, opt, ckpt: Path, step: int, seconds: float, tokens: 
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(tmp))
     torch.save({"optimizer": opt.state_dict(), "step": step, "seconds": seconds, "tokens": tokens,
-                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "state.pt")
     # Swap in whole: a run killed mid-save resumes from the previous checkpoint, never a half-written one.
     if ckpt.exists():
         old = ckpt.with_name(ckpt.name + ".old")

@@ -118,3 +118,34 @@ def test_top_layer_adapter_ships_full_depth_with_the_same_outputs(tmp_path):
         with torch.no_grad():
             outputs.append(model(input_ids=ids).logits)
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_device_choice(monkeypatch):
+    import pytest
+    import torch
+
+    from training.train import TrainConfig, pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device(TrainConfig()) == ("cpu", False)
+    assert pick_device(TrainConfig(bf16=True)) == ("cpu", True)
+    with pytest.raises(RuntimeError):
+        pick_device(TrainConfig(device="cuda"))
+    with pytest.raises(ValueError):
+        pick_device(TrainConfig(device="tpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(TrainConfig()) == ("cuda", True)  # bf16 autocast by default on a GPU
+    assert pick_device(TrainConfig(bf16=False)) == ("cuda", False)
+
+
+def test_bf16_autocast_on_cpu_trains_and_says_so(tmp_path):
+    """The 1-epoch CPU config trains with bf16 autocast: the same step, fp32 weights and optimizer, the run summary
+    naming the device and precision (its adapter is compared with fp32's by evaluation, not here)."""
+    from safetensors.torch import load_file
+
+    summary = train(_config(tmp_path, bf16=True), progress=False)
+    assert (summary["device"], summary["bf16"], summary["steps"]) == ("cpu", True, 1)
+    assert summary["final_loss"] == summary["final_loss"] and 0 < summary["final_loss"] < 20  # finite
+    weights = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.float32}
+    assert any(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k)

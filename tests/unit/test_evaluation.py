@@ -285,3 +285,22 @@ def test_a_flag_on_a_related_observation_counts_only_in_related_recall():
     records = [{"uid": "a", "findings": "Patchy opacity at the left base.", "impression": "Left basilar atelectasis."}]
     checker = evaluate(records, lambda rs: ["No acute disease."])["checker"]["omission"]
     assert (checker["reference_misses"], checker["flagged"], checker["flagged_related"]) == (1, 0, 1)
+
+
+def test_consensus_baseline_picks_the_neighbour_the_others_agree_with():
+    train = [
+        {"uid": 1, "findings": "right lower lobe opacity with air bronchograms near the heart border",
+         "impression": "Right lower lobe pneumonia."},
+        {"uid": 2, "findings": "right lower lobe opacity the heart size is normal",
+         "impression": "No acute cardiopulmonary abnormality."},
+        {"uid": 3, "findings": "lower lobe opacity heart normal lungs otherwise clear",
+         "impression": "No acute cardiopulmonary abnormality seen."},
+        {"uid": 4, "findings": "opacity lungs clear heart normal size mediastinum",
+         "impression": "No acute cardiopulmonary disease."},
+    ]
+    r = Retriever(train)
+    query = ["right lower lobe opacity with air bronchograms near the heart border"]
+    assert r.nearest_impressions(query) == ["Right lower lobe pneumonia."]  # the nearest says pneumonia
+    (chosen,) = r.consensus_impressions(query, k=4)
+    assert chosen.startswith("No acute cardiopulmonary")  # the neighbours agree on the normal wording
+    assert r.consensus_impressions(query, k=1) == r.nearest_impressions(query)  # alone, it is the nearest

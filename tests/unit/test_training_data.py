@@ -29,3 +29,32 @@ def test_every_set_override_is_kept():
     args = parser().parse_args(["--set", "abnormal_weight=6", "--set", "output_dir=runs/x", "epochs=1"])
     cfg = TrainConfig.load(Path(__file__).parents[2] / "training" / "configs" / "best.json", args.set)
     assert (cfg.abnormal_weight, cfg.output_dir, cfg.epochs) == (6, "runs/x", 1)
+
+
+def test_valid_parts_are_fixed_by_report_id_and_split_valid_in_two_halves():
+    from training.data import valid_part
+
+    valid = load_split("valid")
+    parts = [valid_part(r["uid"]) for r in valid]
+    assert set(parts) == {"tune", "confirm"}
+    assert 140 <= parts.count("tune") <= 190  # about half (161 of 327)
+    # a function of the id alone: the same answer in any order, from any file
+    assert [valid_part(r["uid"]) for r in reversed(valid)] == parts[::-1]
+    assert valid_part("CXR1000") == valid_part("CXR1000")
+
+
+def test_length_buckets_cut_steps_from_sorted_windows_and_keep_every_example_once():
+    from training.train import batch_plan
+
+    lengths = [(i * 37) % 101 for i in range(256)]
+    pool = list(range(256))
+    plain = batch_plan(pool, TrainConfig(effective_batch=32, micro_batch=8), lengths, epoch=0)
+    bucketed = batch_plan(pool, TrainConfig(effective_batch=32, micro_batch=8, length_buckets=8), lengths, epoch=0)
+    for plan in (plain, bucketed):
+        assert sorted(i for step in plan for mb in step for i in mb) == pool
+    spread = lambda plan: sum(max(lengths[i] for mb in s for i in mb) - min(lengths[i] for mb in s for i in mb)  # noqa: E731
+                              for s in plan)
+    assert spread(bucketed) < spread(plain) / 4  # a step holds examples of similar length
+    assert bucketed == batch_plan(pool, TrainConfig(effective_batch=32, micro_batch=8, length_buckets=8), lengths, 0)
+    assert plain == batch_plan(pool, TrainConfig(effective_batch=32, micro_batch=8), lengths, 0)  # resumable
+

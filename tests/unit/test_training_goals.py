@@ -1,0 +1,49 @@
+"""training.goals: the confirmation step of the selection protocol, on reports written for this test."""
+
+import json
+
+from training.goals import check, main
+
+RECORDS = [
+    {"uid": f"u{i}", "findings": f"There is a small left pleural effusion. Case {i}.", "impression": "Small left pleural effusion."}
+    for i in range(20)
+] + [
+    {"uid": f"n{i}", "findings": f"The lungs are clear. Heart size normal. Case {i}.", "impression": "No acute cardiopulmonary abnormality."}
+    for i in range(20)
+]
+
+
+def test_a_candidate_that_says_what_the_radiologist_said_meets_every_goal():
+    good = {r["uid"]: r["impression"] for r in RECORDS}
+    nearest = {r["uid"]: "No acute cardiopulmonary abnormality." for r in RECORDS}  # misses every effusion
+    result = check(good, nearest, RECORDS, resamples=200)
+    g = result["goals"]
+    assert result["pass"] and result["n"] == 40
+    assert g["rougeL"]["diff"] > 0.4 and g["rougeL"]["ci95"][0] > 0
+    assert g["clinical_f1"]["candidate"] == 1.0
+    assert 0.99 < g["length_ratio"]["candidate"] < 1.01
+
+
+def test_each_goal_fails_on_its_own():
+    refs = {r["uid"]: r["impression"] for r in RECORDS}
+    wrong_side = {u: t.replace("left", "right") for u, t in refs.items()}  # a laterality error per effusion
+    result = check(wrong_side, refs, RECORDS, resamples=200)
+    assert not result["goals"]["laterality_errors"]["pass"] and not result["goals"]["rougeL"]["pass"]
+    terse = {u: "Effusion." if u.startswith("u") else "Normal." for u in refs}
+    assert not check(terse, refs, RECORDS, resamples=200)["goals"]["length_ratio"]["pass"]  # far too short
+
+
+def test_the_command_restricts_both_files_to_the_part_and_can_score_the_model_alone(tmp_path, capsys):
+    data = tmp_path / "part.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    extra = {"uid": "other-part", "draft": "x"}
+    cand = [{"uid": r["uid"], "draft": r["impression"], "model_draft": "No acute disease."} for r in RECORDS]
+    base = [{"uid": r["uid"], "draft": "No acute cardiopulmonary abnormality."} for r in RECORDS]
+    (tmp_path / "c.json").write_text(json.dumps({"drafts": cand + [extra]}))
+    (tmp_path / "b.json").write_text(json.dumps({"drafts": base + [extra]}))
+    assert main([str(tmp_path / "c.json"), str(tmp_path / "b.json"), "--data", str(data), "--resamples", "200"]) == 0
+    assert "ALL GOALS MET on 40 reports" in capsys.readouterr().out
+    # before the wording policy the same candidate says "No acute disease." everywhere: it fails
+    assert main([str(tmp_path / "c.json"), str(tmp_path / "b.json"), "--data", str(data), "--model-only",
+                 "--resamples", "200", "--json", str(tmp_path / "g.json")]) == 1
+    assert json.loads((tmp_path / "g.json").read_text())["model_only"] is True
