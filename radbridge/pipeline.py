@@ -107,6 +107,11 @@ class _Pending:
     retire: list[Retirement] = field(default_factory=list)
 
 
+# Draft.extra["wording"] when a wording policy wrote a signed report's impression instead of the completion:
+# +copynormal (False) or +select<k> (True).
+WORDING = {False: "nearest-example", True: "selected-example"}
+
+
 class Drafter:
     """Reads messages, decides what to draft, asks the generator in one batch, builds the output."""
 
@@ -194,9 +199,12 @@ class Drafter:
 
     def prompt_for(self, report: Report) -> Prompt:
         findings = report.findings or ""
-        examples = self.examples.examples_for(findings, self.template.n_examples) if self.template.n_examples else ()
+        shown, pool = self.template.n_examples, self.template.select_from
+        # One search: the examples shown are the most similar of the +select candidates (most similar last).
+        found = tuple(self.examples.examples_for(findings, max(shown, pool))) if shown or pool else ()
         return build(
-            self.template, findings, indication=report.indication, comparison=report.comparison, examples=examples
+            self.template, findings, indication=report.indication, comparison=report.comparison,
+            examples=found[len(found) - shown:] if shown else (), candidates=found,
         )
 
     # -- drafting ----------------------------------------------------------------------------------------
@@ -215,7 +223,7 @@ class Drafter:
         drafts = []
         for report, prompt, gen in zip(reports, prompts, generations):
             completion = clean_completion(gen.text)
-            text, source = settle(self.template, prompt, completion)
+            text, source = settle(self.template, prompt, completion, report.findings or "")
             flags = (check(text, report.findings).flags + check_input(report.findings, report.unmapped)
                      if self.verify and text else ())
             drafts.append(
@@ -226,8 +234,8 @@ class Drafter:
                     model=self.generator.info,
                     params=self.params,
                     finish_reason=gen.finish_reason,
-                    extra={} if source is None else {"wording": "nearest-example", "example_similarity": source.similarity,
-                                                     "example_ref": source.ref},
+                    extra={} if source is None else {"wording": WORDING[self.template.select_from > 0],
+                                                     "example_similarity": source.similarity, "example_ref": source.ref},
                     model_text=None if source is None else completion,
                     flags=flags,
                 )

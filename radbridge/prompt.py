@@ -57,6 +57,15 @@ class PromptTemplate:
     # similar example, the draft is that example's impression, verbatim (``settle``). The model decides whether
     # anything is abnormal; a normal study then reads the way this department's radiologists word one.
     copy_normal: bool = False
+    # Wording policy ``+select<k>``: the draft and the impressions of the k most similar signed reports are
+    # candidates; the one written is the one that agrees best with the others (similarity-weighted ROUGE-L, the
+    # draft weighted 1) and with the abnormal observations the findings assert (``select``). A candidate whose
+    # sides contradict the findings is never taken. Not prompt text: the prompt shows ``n_examples`` as before.
+    select_from: int = 0
+
+    def __post_init__(self) -> None:
+        if self.copy_normal and self.select_from:
+            raise ValueError("+copynormal and +select are two wording policies: a template has one at most")
 
     @property
     def id(self) -> str:
@@ -79,6 +88,8 @@ class PromptTemplate:
             flags += "+dropprior"
         if self.copy_normal:
             flags += "+copynormal"
+        if self.select_from:
+            flags += f"+select{self.select_from}"
         return f"{self.name}-v{self.version}{flags}"
 
     @property
@@ -108,12 +119,13 @@ class PromptTemplate:
             drop_xxxx="dropxxxx" in named,
             drop_prior_sentences="dropprior" in named,
             copy_normal="copynormal" in named,
+            select_from=named.get("select", 0),
         )
 
 
 # (flag, takes a number)
 _FLAGS = {("indication", False), ("comparison", False), ("examples", True), ("exwords", True), ("sim", False),
-          ("fwords", True), ("dropxxxx", False), ("dropprior", False), ("copynormal", False)}
+          ("fwords", True), ("dropxxxx", False), ("dropprior", False), ("copynormal", False), ("select", True)}
 
 
 DEFAULT_TEMPLATE = PromptTemplate()
@@ -125,6 +137,7 @@ class Prompt:
     user: str
     template_id: str
     examples: tuple[Example, ...] = ()  # the examples shown, most similar last
+    candidates: tuple[Example, ...] = ()  # +select<k>: the k nearest signed reports, not shown (``settle``)
 
 
 def _clean_field(text: str | None) -> str:
@@ -150,8 +163,10 @@ def build(
     indication: str | None = None,
     comparison: str | None = None,
     examples: Sequence[Example] = (),
+    candidates: Sequence[Example] = (),
 ) -> Prompt:
-    """The prompt for one report. ``examples`` are used only if the template asks for them."""
+    """The prompt for one report. ``examples`` are used only if the template asks for them; ``candidates`` (not
+    shown) only by its wording policy."""
     parts = [template.instruction.rstrip(".") + "."]
     shown = tuple(examples)[: template.n_examples]
     for i, ex in enumerate(shown, start=1):
@@ -169,7 +184,8 @@ def build(
         body.append(f"Comparison: {_clean_field(comparison)}")
     body.append(f"Findings: {findings_text(template, findings)}")
     parts.append("\n".join(body))
-    return Prompt(system=SYSTEM, user="\n\n".join(parts), template_id=template.id, examples=shown)
+    return Prompt(system=SYSTEM, user="\n\n".join(parts), template_id=template.id, examples=shown,
+                  candidates=tuple(candidates) if template.select_from else ())
 
 
 def messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -223,17 +239,72 @@ def clean_completion(text: str, stops: Iterable[str] = ALL_STOPS) -> str:
     return re.sub(r"[ \t]+", " ", text).strip()
 
 
-def settle(template: PromptTemplate, prompt: Prompt, draft: str) -> tuple[str, Example | None]:
+def settle(template: PromptTemplate, prompt: Prompt, draft: str, findings: str = "") -> tuple[str, Example | None]:
     """The impression to write for a cleaned completion, and the example whose wording it took (or None).
 
-    Only with ``copy_normal``: when neither the draft nor the most similar example's impression asserts an
-    abnormal observation (radbridge.labeler), the example's impression is used verbatim. Anything the model
-    calls abnormal is always its own text.
+    ``+copynormal``: when neither the draft nor the most similar example's impression asserts an abnormal
+    observation (radbridge.labeler), the example's impression is used verbatim; anything the model calls abnormal
+    is always its own text. ``+select<k>``: ``select``. Without a policy, or with an empty draft, the draft.
     """
-    if not template.copy_normal or not prompt.examples or not draft:
+    if not draft:
+        return draft, None
+    if template.select_from:
+        chosen = select(draft, prompt.candidates, findings)
+        return (draft, None) if chosen is None else (chosen.impression.strip(), chosen)
+    if not template.copy_normal or not prompt.examples:
         return draft, None
     nearest = max(reversed(prompt.examples), key=lambda ex: ex.similarity or 0.0)  # ties: the later one
     wording = nearest.impression.strip()
     if not wording or abnormal(draft) or abnormal(wording):
         return draft, None
     return wording, nearest
+
+
+# The selection's weights, chosen on the tune part of OpenI valid (docs/model-results.md, "+select5") and frozen:
+# the draft counts as much as a perfectly similar signed report, and agreeing with the findings' abnormal
+# observations counts as much as agreeing with every other candidate word for word.
+SELECT_DRAFT_WEIGHT = 1.0
+SELECT_FINDINGS_WEIGHT = 1.0
+
+
+def select(draft: str, candidates: Sequence[Example], findings: str) -> Example | None:
+    """The signed report among ``candidates`` whose impression should replace ``draft``, or None to keep the draft.
+
+    Minimum-Bayes-risk selection with a clinical term: each candidate text (the draft and every candidate's
+    impression) scores its similarity-weighted mean ROUGE-L F1 against the others, plus SELECT_FINDINGS_WEIGHT
+    times the F1 between the abnormal observations it names and those the findings assert (both empty: 1). The
+    best one wins; ties keep the draft. A candidate impression that puts an observation on a side the findings
+    never mention (radbridge.verify) is not considered: copied wording must not bring a laterality error.
+    """
+    from .verify import laterality_disagreements
+
+    pool = [ex for ex in candidates if ex.impression.strip() and not laterality_disagreements(ex.impression, findings)]
+    if not pool:
+        return None
+    texts = [draft] + [ex.impression.strip() for ex in pool]
+    weights = [SELECT_DRAFT_WEIGHT] + [max(0.0, ex.similarity or 0.0) for ex in pool]
+    asserted = abnormal(findings)
+    scorer = _rouge_l()
+    best, best_utility = 0, float("-inf")
+    for a, text in enumerate(texts):
+        others = [b for b in range(len(texts)) if b != a]
+        total = sum(weights[b] for b in others)
+        agreement = sum(weights[b] * scorer.score(texts[b], text)["rougeL"].fmeasure for b in others) / total if total else 0.0
+        named = abnormal(text)
+        overlap = 1.0 if not named and not asserted else 2 * len(named & asserted) / (len(named) + len(asserted))
+        utility = agreement + SELECT_FINDINGS_WEIGHT * overlap
+        if utility > best_utility + 1e-12:
+            best, best_utility = a, utility
+    return None if best == 0 or texts[best] == draft else pool[best - 1]  # the same words: the model's own
+
+
+_SCORER = None
+
+
+def _rouge_l():
+    global _SCORER
+    if _SCORER is None:
+        from rouge_score import rouge_scorer
+
+        _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return _SCORER

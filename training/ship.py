@@ -4,7 +4,7 @@
         [--template ID]
 
 The manifest records the full template id the adapter was trained with (findings settings folded in, e.g.
-``+fwords60``). ``--template`` serves it with another one; only the wording policy (``+copynormal``) may differ,
+``+fwords60``). ``--template`` serves it with another one; only the wording policy (``+copynormal``, ``+select<k>``) may differ,
 because it changes what is done with a completion, not the prompt text.
 """
 
@@ -76,7 +76,7 @@ def serving_template(trained: str, requested: str | None) -> str:
     from radbridge.prompt import PromptTemplate
 
     a, b = PromptTemplate.from_id(trained), PromptTemplate.from_id(requested)
-    if replace(a, copy_normal=False) != replace(b, copy_normal=False):
+    if replace(a, copy_normal=False, select_from=0) != replace(b, copy_normal=False, select_from=0):
         raise ValueError(f"template {requested} builds other prompts than {trained}, which the adapter was trained on")
     return requested
 

@@ -191,3 +191,27 @@ def test_copynormal_wording_is_recorded_in_provenance_and_the_hl7_note():
     assert parts["example_ref"] == {"url": "example_ref", "valueString": "rpt-17"}  # which signed report
     note = build_oru(draft, recorded=datetime(2024, 1, 1, tzinfo=timezone.utc)).decode()
     assert "Wording taken from the most similar prior report" in note
+
+
+def test_select_shows_the_nearest_examples_records_the_wording_and_says_so_in_the_hl7_note():
+    from radbridge.formats.hl7v2.writer import build_oru
+    from radbridge.prompt import Example
+
+    asked = []
+
+    class Nearest:  # ExampleSource: the 3 nearest, most similar last; every one names an effusion on the left
+        def examples_for(self, findings, k):
+            asked.append(k)
+            return [Example(f"f{i}", "Small left pleural effusion.", 0.6 + i / 10, f"rpt-{i}") for i in range(k)]
+
+    template = PromptTemplate(n_examples=1, show_similarity=True, select_from=3)
+    drafter = Drafter(InstantGenerator(), template=template, examples=Nearest())
+    report = samples.to_hl7v2({**REPORT, "uid": 5, "findings": "Small left pleural effusion. Heart size is normal."})
+    [out] = drafter.process([Envelope(report)])
+    assert asked == [3]  # one search serves the prompt and the selection
+    [draft] = out.drafts
+    assert drafter.prompt_for(draft.report).examples == (Example("f2", "Small left pleural effusion.", 0.8, "rpt-2"),)
+    assert draft.impression == "Small left pleural effusion."  # the canned normal draft lost to the findings
+    assert draft.extra["wording"] == "selected-example" and draft.model_text
+    note = build_oru(draft, recorded=datetime(2024, 1, 1, tzinfo=timezone.utc)).decode()
+    assert "agreed best with the others and with the findings" in note

@@ -138,3 +138,48 @@ def test_clean_rules_of_the_template_apply_after_line_breaks_become_sentence_end
     t = PromptTemplate(drop_xxxx=True, drop_prior_sentences=True)
     findings = "Heart XXXX normal\nStable compared to prior\nNo effusion"
     assert prompt.build(t, findings).user.endswith("Findings: Heart normal. No effusion")
+
+
+SELECT = PromptTemplate(n_examples=2, show_similarity=True, select_from=4)
+# the 4 nearest signed reports, most similar last (as the retriever returns them)
+NEAR = [Example("a", "Right lower lobe pneumonia.", 0.52, "r4"),
+        Example("b", "No acute cardiopulmonary abnormality.", 0.55, "r3"),
+        Example("c", "Right lower lobe opacity, likely pneumonia.", 0.61, "r2"),
+        Example("d", "Right lower lobe pneumonia. No effusion.", 0.70, "r1")]  # fmt: skip
+OPACITY = "There is a right lower lobe opacity consistent with pneumonia. No pleural effusion."
+
+
+def test_select_round_trips_shows_the_same_prompt_and_excludes_copynormal():
+    assert SELECT.id == "paper-v1+examples2+sim+select4"
+    assert PromptTemplate.from_id(SELECT.id) == SELECT
+    plain = PromptTemplate(n_examples=2, show_similarity=True)
+    p = prompt.build(SELECT, OPACITY, examples=NEAR[2:], candidates=NEAR)
+    assert p.user == prompt.build(plain, OPACITY, examples=NEAR[2:]).user and p.candidates == tuple(NEAR)
+    with pytest.raises(ValueError, match="one at most"):
+        PromptTemplate.from_id("paper-v1+examples2+copynormal+select5")
+
+
+def test_select_replaces_a_draft_that_misses_what_the_findings_assert():
+    p = prompt.build(SELECT, OPACITY, examples=NEAR[2:], candidates=NEAR)
+    text, source = prompt.settle(SELECT, p, "No acute disease.", OPACITY)
+    assert source is not None and source.ref in {"r1", "r2", "r4"}  # a pneumonia impression, the others agree on
+    assert "pneumonia" in text.lower()
+
+
+def test_select_keeps_a_draft_that_agrees_and_never_imports_a_wrong_side():
+    p = prompt.build(SELECT, OPACITY, examples=NEAR[2:], candidates=NEAR)
+    own = "Right lower lobe pneumonia."
+    assert prompt.settle(SELECT, p, own, OPACITY) == (own, None)  # ties keep the draft
+    wrong_side = [Example("e", "Left lower lobe pneumonia.", 0.99, "left")] * 3
+    p = prompt.build(SELECT, OPACITY, examples=wrong_side[:2], candidates=wrong_side)
+    assert prompt.settle(SELECT, p, "No acute disease.", OPACITY) == ("No acute disease.", None)
+    # no candidates, or an empty draft: nothing to choose
+    assert prompt.settle(SELECT, prompt.build(SELECT, OPACITY), "No acute disease.", OPACITY)[1] is None
+    assert prompt.settle(SELECT, p, "", OPACITY) == ("", None)
+
+
+def test_ship_may_serve_the_select_policy():
+    from training.ship import serving_template
+
+    trained = "paper-v1+examples2+exwords20+sim"
+    assert serving_template(trained, trained + "+select5") == trained + "+select5"

@@ -77,6 +77,9 @@ def build_oru(
     how = f"{REVIEW_NOTICE} Model: {model}; prompt {draft.prompt_version}."
     if draft.extra.get("wording") == "nearest-example":
         how += " Wording taken from the most similar prior report (the model found nothing abnormal)."
+    elif draft.extra.get("wording") == "selected-example":
+        how += (" Wording taken from a similar prior report: of the model's draft and the most similar prior reports,"
+                " it agreed best with the others and with the findings.")
     nte = ["NTE", "1", "O", escape(how)]
     # Each problem the checker found, as its own note after the draft (NTE-4 comment type RE: remark): the
     # observation and sides only, never report text.
