@@ -7,7 +7,6 @@ It does not know whether it was called from a file, Kafka or a replay: callers w
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -15,7 +14,7 @@ from enum import Enum
 from typing import Callable, Literal, Sequence
 
 from .domain import CLOSED_STATUSES, Draft, GenerationParams, Identifier, Report, SkipReason, Skipped, sha256_of
-from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError, TooSlow
+from .errors import GenerationFailed, MalformedMessage, PermanentError, RadbridgeError, RetryableError
 from .ports import ExampleSource, Generator
 from .prompt import DEFAULT_TEMPLATE, Prompt, PromptTemplate, build, clean_completion, settle
 from .formats.fhir.writer import build_bundle
@@ -107,11 +106,6 @@ class _Pending:
     retire: list[Retirement] = field(default_factory=list)
 
 
-# Draft.extra["wording"] when a wording policy wrote a signed report's impression instead of the completion:
-# +copynormal (False) or +select<k> (True).
-WORDING = {False: "nearest-example", True: "selected-example"}
-
-
 class Drafter:
     """Reads messages, decides what to draft, asks the generator in one batch, builds the output."""
 
@@ -147,20 +141,17 @@ class Drafter:
     # -- reading and policy ------------------------------------------------------------------------------
     def _read(self, envelope: Envelope) -> _Pending:
         pending = _Pending(envelope)
-        started = time.monotonic()
         try:
             with reading_budget(self.limits.message_budget_s):
                 self._read_into(pending, envelope)
-        except PermanentError as exc:
+                # The readers check the budget as they go (limits.on_time); a read that ended over it between two
+                # checks is caught here: a message that took too long is dead-lettered rather than drafted late.
+                on_time()
+        except PermanentError as exc:  # TooSlow included
             pending.error = exc
         except Exception as exc:  # a reader bug must dead-letter one message, not stop the service
             log.error("reader failed", extra={"location": envelope.location, **_fault(exc)})
             pending.error = MalformedMessage(f"unreadable message ({type(exc).__name__})")
-        # The readers check the budget as they go (limits.on_time); a read that ended over it between two checks
-        # is caught here: a message that took too long is dead-lettered rather than drafted late.
-        elapsed = time.monotonic() - started
-        if pending.error is None and elapsed > self.limits.message_budget_s:
-            pending.error = TooSlow(elapsed, self.limits.message_budget_s)
         if pending.error is not None:
             pending.reports.clear()
         return pending
@@ -234,7 +225,7 @@ class Drafter:
                     model=self.generator.info,
                     params=self.params,
                     finish_reason=gen.finish_reason,
-                    extra={} if source is None else {"wording": WORDING[self.template.select_from > 0],
+                    extra={} if source is None else {"wording": "selected-example" if self.template.select_from else "nearest-example",
                                                      "example_similarity": source.similarity, "example_ref": source.ref},
                     model_text=None if source is None else completion,
                     flags=flags,

@@ -282,20 +282,32 @@ def select(draft: str, candidates: Sequence[Example], findings: str) -> Example 
     if not pool:
         return None
     texts = [draft] + [ex.impression.strip() for ex in pool]
-    weights = [SELECT_DRAFT_WEIGHT] + [max(0.0, ex.similarity or 0.0) for ex in pool]
     asserted = abnormal(findings)
+
+    def findings_agreement(text: str) -> float:
+        named = abnormal(text)
+        overlap = 1.0 if not named and not asserted else 2 * len(named & asserted) / (len(named) + len(asserted))
+        return SELECT_FINDINGS_WEIGHT * overlap
+
+    best = most_agreed(texts, [SELECT_DRAFT_WEIGHT] + [ex.similarity or 0.0 for ex in pool], findings_agreement)
+    return None if best == 0 or texts[best] == draft else pool[best - 1]  # the same words: the model's own
+
+
+def most_agreed(texts: Sequence[str], weights: Sequence[float], bonus=None) -> int:
+    """Minimum-Bayes-risk choice: the index of the text with the highest weighted mean ROUGE-L F1 against the
+    others (plus ``bonus(text)`` when given); ties keep the earlier one. ``+select`` and the consensus baseline
+    (radbridge.retrieval) both choose this way."""
     scorer = _rouge_l()
+    weights = [max(0.0, w) for w in weights]
     best, best_utility = 0, float("-inf")
     for a, text in enumerate(texts):
         others = [b for b in range(len(texts)) if b != a]
         total = sum(weights[b] for b in others)
         agreement = sum(weights[b] * scorer.score(texts[b], text)["rougeL"].fmeasure for b in others) / total if total else 0.0
-        named = abnormal(text)
-        overlap = 1.0 if not named and not asserted else 2 * len(named & asserted) / (len(named) + len(asserted))
-        utility = agreement + SELECT_FINDINGS_WEIGHT * overlap
+        utility = agreement + (bonus(text) if bonus else 0.0)
         if utility > best_utility + 1e-12:
             best, best_utility = a, utility
-    return None if best == 0 or texts[best] == draft else pool[best - 1]  # the same words: the model's own
+    return best
 
 
 _SCORER = None

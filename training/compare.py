@@ -39,11 +39,16 @@ def compare(a_path: str, b_path: str, data: str, *, n: int = 2000) -> dict:
     if len(uids) != len(a) or len(uids) != len(b):
         raise SystemExit(f"the two files cover different reports ({len(a)} / {len(b)}, {len(uids)} shared)")
     refs = [records[u]["impression"] for u in uids]
-    da, db = [a[u] for u in uids], [b[u] for u in uids]
+    return compare_drafts([a[u] for u in uids], [b[u] for u in uids], refs, n=n)
+
+
+def compare_drafts(da: list[str], db: list[str], refs: list[str], *, n: int = 2000) -> dict:
+    """ROUGE-L (mean per report) and clinical F1 (micro) of two systems' drafts of the same reports: each
+    system's figure, the difference and its paired-bootstrap 95 % interval."""
     ra, rb = ([row["rougeL"] for row in rouge_per_report(d, refs)] for d in (da, db))
     ca, cb = clinical_counts_per_report(da, refs), clinical_counts_per_report(db, refs)
     return {
-        "n": len(uids),
+        "n": len(refs),
         "rougeL": dict(zip(("a", "b"), (_mean(ra), _mean(rb)))) | _interval(paired_bootstrap(ra, rb, _mean, n=n)),
         "clinical_f1": dict(zip(("a", "b"), (_f1(ca), _f1(cb)))) | _interval(paired_bootstrap(ca, cb, _f1, n=n)),
     }

@@ -20,8 +20,10 @@ import json
 import sys
 from pathlib import Path
 
-from radbridge.audit.stats import paired_bootstrap
-from radbridge.evaluation import ClinicalCounts, clinical_counts_per_report, mean_words, read_records, rouge_per_report, score
+from radbridge.evaluation import mean_words, read_records
+from radbridge.verify import laterality_disagreements
+
+from .compare import compare_drafts
 
 RL_MARGIN = 0.02
 MIN_CLINICAL_F1 = 0.45
@@ -42,21 +44,16 @@ def check(candidate: dict, baseline: dict, records: list[dict], *, resamples: in
     findings = [r["findings"] for r in records]
     da = [candidate[r["uid"]] for r in records]
     db = [baseline[r["uid"]] for r in records]
-    sa, sb = score(da, refs, findings), score(db, refs, findings)
-    ra, rb = ([row["rougeL"] for row in rouge_per_report(d, refs)] for d in (da, db))
-    ca, cb = clinical_counts_per_report(da, refs), clinical_counts_per_report(db, refs)
-    f1 = lambda counts: ClinicalCounts.total(counts).f1  # noqa: E731
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    rl_diff, rl_lo, rl_hi = paired_bootstrap(ra, rb, mean, n=resamples)
-    f1_diff, f1_lo, f1_hi = paired_bootstrap(ca, cb, f1, n=resamples)
+    paired = compare_drafts(da, db, refs, n=resamples)
+    rl, f1 = paired["rougeL"], paired["clinical_f1"]
+    lat_a, lat_b = (sum(len(laterality_disagreements(d, f)) for d, f in zip(drafts, findings)) for drafts in (da, db))
     ratio = mean_words(da) / mean_words(refs)
     goals = {
-        "rougeL": {"candidate": sa["rougeL"], "retrieval": sb["rougeL"], "diff": rl_diff, "ci95": [rl_lo, rl_hi],
-                   "pass": rl_diff >= RL_MARGIN and rl_lo > 0},
-        "clinical_f1": {"candidate": sa["clinical_f1"], "retrieval": sb["clinical_f1"], "diff": f1_diff,
-                        "ci95": [f1_lo, f1_hi], "pass": sa["clinical_f1"] >= MIN_CLINICAL_F1},
-        "laterality_errors": {"candidate": sa["laterality_errors"], "retrieval": sb["laterality_errors"],
-                              "pass": sa["laterality_errors"] <= sb["laterality_errors"]},
+        "rougeL": {"candidate": rl["a"], "retrieval": rl["b"], "diff": rl["diff"], "ci95": rl["ci95"],
+                   "pass": rl["diff"] >= RL_MARGIN and rl["ci95"][0] > 0},
+        "clinical_f1": {"candidate": f1["a"], "retrieval": f1["b"], "diff": f1["diff"], "ci95": f1["ci95"],
+                        "pass": f1["a"] >= MIN_CLINICAL_F1},
+        "laterality_errors": {"candidate": lat_a, "retrieval": lat_b, "pass": lat_a <= lat_b},
         "length_ratio": {"candidate": ratio, "draft_words": mean_words(da), "reference_words": mean_words(refs),
                          "pass": LENGTH_RATIO[0] <= ratio <= LENGTH_RATIO[1]},
     }

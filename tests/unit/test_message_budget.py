@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import radbridge.limits as limits_module
 import radbridge.pipeline as pipeline
 from radbridge.adapters.model.memory import InstantGenerator
 from radbridge.errors import TooSlow
@@ -17,7 +18,7 @@ SLOW = b"slow"  # a marker inside the payload the injected reader is slow on
 
 
 class FakeTime:
-    """time.monotonic() for the pipeline module: moves only when the slow reader says so."""
+    """time.monotonic() for radbridge.limits (the budget's one clock): moves only when the slow reader says so."""
 
     def __init__(self):
         self.now = 1000.0
@@ -36,7 +37,7 @@ def clock(monkeypatch):
             fake.now += 11.0  # over the default 10 s budget
         return real_read(data, fmt, **kw)
 
-    monkeypatch.setattr(pipeline, "time", fake)
+    monkeypatch.setattr(limits_module, "time", fake)
     monkeypatch.setattr(pipeline, "read_message", slow_reader)
     return fake
 
@@ -94,8 +95,6 @@ def test_a_read_over_budget_stops_mid_read_not_at_its_end(monkeypatch):
     runs out after about 1,000 checks is stopped there, not read to its end and judged afterwards."""
     import json
 
-    import radbridge.limits as limits_module
-
     ticking = TickingTime()
     monkeypatch.setattr(limits_module, "time", ticking)
     report = json.loads(_report(1))
@@ -108,8 +107,6 @@ def test_a_read_over_budget_stops_mid_read_not_at_its_end(monkeypatch):
 
 
 def test_outside_a_read_the_check_does_nothing(monkeypatch):
-    import radbridge.limits as limits_module
-
     ticking = TickingTime()
     monkeypatch.setattr(limits_module, "time", ticking)
     limits_module.on_time()
