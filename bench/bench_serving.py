@@ -1,12 +1,13 @@
 """Local serving paths side by side, in one run: the LoRA applied per layer (PEFT hooks), merged into the base
-weights, and merged + dynamic int8 Linear layers.
+weights (float32), merged in bfloat16, and merged + dynamic int8 Linear layers.
 
     .venv/bin/python bench/bench_serving.py [--reports 48] [--batch 8] [--rounds 2]
 
 Same prompts (the shipped adapter's manifest template, OpenI valid reports from ../shared), greedy, the service's
 max_new_tokens. Each path drafts every report; rounds alternate the paths so a busy machine slows them alike. Prints
 reports/s per path, the ratio to the unmerged path, and how many drafts are identical to the unmerged ones (and the
-ROUGE-L of the differing ones against the unmerged draft). docs/benchmarks.md records the figures.
+ROUGE-L of the differing ones against the unmerged draft), and which path the service's settings pick here
+(RADBRIDGE_LOCAL_DTYPE, default auto: bfloat16 on a CPU with native bf16). docs/benchmarks.md records the figures.
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ import json
 import os
 import time
 
-from radbridge.adapters.model.local import LocalGenerator
-from radbridge.bootstrap import build_examples, prompt_template
+from radbridge.adapters.model.local import LocalGenerator, native_bf16, resolve_dtype
+from radbridge.bootstrap import local_dtype, build_examples, prompt_template
 from radbridge.domain import GenerationParams
 from radbridge.evaluation import read_records, record_report, rouge
 from radbridge.pipeline import Drafter
 from radbridge.settings import SHIPPED_MODEL_DIR, Settings
 
-PATHS = {"unmerged": dict(merge=False), "merged": dict(merge=True), "merged+int8": dict(merge=True, quantize="int8")}
+PATHS = {
+    "unmerged": dict(merge=False),
+    "merged": dict(merge=True),
+    "merged+bf16": dict(merge=True, dtype="bfloat16"),
+    "merged+int8": dict(merge=True, quantize="int8"),
+}
 
 
 def main() -> None:
@@ -54,7 +60,9 @@ def main() -> None:
             seconds[name] += time.perf_counter() - t0
     base = drafts["unmerged"]
     out = {"reports": len(reports), "batch": args.batch, "rounds": args.rounds, "cpus": os.cpu_count(),
-           "load_average": os.getloadavg(), "template": template.id, "max_new_tokens": params.max_new_tokens}
+           "load_average": os.getloadavg(), "template": template.id, "max_new_tokens": params.max_new_tokens,
+           "native_bf16": native_bf16(),
+           "service_default": "merged+bf16" if resolve_dtype(local_dtype(settings)) == "bfloat16" else "merged"}
     for name in PATHS:
         rate = args.rounds * len(reports) / seconds[name]
         differing = [(a, b) for a, b in zip(drafts[name], base) if a != b]

@@ -39,6 +39,12 @@ def build_generator(settings: Settings, *, retry: RetryPolicy | None = None) -> 
     return RetryingGenerator(generator, retry) if retry is not None else generator
 
 
+def local_dtype(settings: Settings) -> str:
+    # int8 quantises float32 weights: with RADBRIDGE_LOCAL_QUANTIZE set, "auto" means float32; naming bfloat16
+    # beside it is a contradiction the model refuses (LocalModel)
+    return "float32" if settings.local_quantize and settings.local_dtype == "auto" else settings.local_dtype
+
+
 def _backend(settings: Settings) -> Generator:
     if settings.backend == "instant":
         from .adapters.model.memory import InstantGenerator
@@ -51,8 +57,9 @@ def _backend(settings: Settings) -> Generator:
         if adapter is not None and (adapter / "manifest.json").is_file():
             # a released adapter: refuse to run if its files differ from the manifest's hashes
             return LocalGenerator.from_manifest(adapter, batch_size=settings.local_batch_size,
-                                                quantize=settings.local_quantize)
-        return LocalGenerator(adapter, batch_size=settings.local_batch_size, quantize=settings.local_quantize)
+                                                quantize=settings.local_quantize, dtype=local_dtype(settings))
+        return LocalGenerator(adapter, batch_size=settings.local_batch_size, quantize=settings.local_quantize,
+                              dtype=local_dtype(settings))
     if not settings.model_url:
         raise ConfigurationError(f"backend {settings.backend} needs RADBRIDGE_MODEL_URL")
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None

@@ -120,6 +120,9 @@ class ModelInfo:
     adapter: str | None = None
     adapter_sha256: str | None = None
     server_version: str | None = None
+    # How the weights were run when not plain float32 ("bfloat16", "int8 dynamic"): the same weights in other
+    # numerics can word a draft differently, so it is part of what produced it.
+    numerics: str | None = None
 
 
 @dataclass(frozen=True)

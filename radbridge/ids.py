@@ -39,7 +39,8 @@ def model_fingerprint(model: ModelInfo) -> str:
         model.adapter_sha256 or "",
         model.server_version or "",
     )
-    return "\x1f".join(parts)
+    # appended only when set, so the Device of a float32 model keeps the id it always had
+    return "\x1f".join(parts + ((model.numerics,) if model.numerics else ()))
 
 
 def device_id(model: ModelInfo) -> str:

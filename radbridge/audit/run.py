@@ -58,7 +58,9 @@ def identity(drafter: Drafter) -> dict:
     info = drafter.generator.info
     return {"backend": info.backend, "base_model": info.base_model, "base_model_sha256": info.base_model_sha256,
             "adapter": info.adapter, "adapter_sha256": info.adapter_sha256, "template": drafter.template.id,
-            "params": drafter.params.as_dict()}
+            "params": drafter.params.as_dict(),
+            # other numerics word some drafts differently; only named when not float32, so older folders still match
+            **({"numerics": info.numerics} if info.numerics else {})}
 
 
 def _skip_row(key: str, location: str | None, index: int, reason: str, detail: str) -> dict:

@@ -140,6 +140,7 @@ class ServiceMetrics:
             "base_model": info.base_model or "",
             "adapter": info.adapter or "",
             "adapter_sha256": info.adapter_sha256 or "",
+            "numerics": info.numerics or "float32",
             "prompt_template": drafter.template.id,
         })
 

@@ -135,3 +135,36 @@ def test_a_merged_adapter_drafts_the_same_tokens_and_refuses_base_requests(adapt
         assert max(abs(x.logprob - y.logprob) for x, y in zip(a.tokens, b.tokens)) < 1e-3
     with pytest.raises(ConfigurationError, match="merged"):
         merged.generate([RowRequest(prompts[0], 4)])  # the base model alone is gone once merged
+
+
+@pytest.mark.usefixtures("read_gguf_once")
+def test_bfloat16_runs_the_merged_model_in_bf16_and_says_so(adapter_dir, radiology_model):
+    import torch
+
+    gen = LocalGenerator(adapter_dir, adapter_name="radiology", batch_size=4, threads=1, dtype="bfloat16")
+    gen.load()
+    assert {p.dtype for p in gen.model._model.parameters()} == {torch.bfloat16}
+    # what produced a draft names its numerics (Device version, audit identity); float32 names none
+    assert gen.info.numerics == "bfloat16"
+    assert LocalGenerator(adapter_dir).info.numerics is None
+    prompts = [render(build(DEFAULT_TEMPLATE, r["findings"])) for r in openi_reports(3)]
+    rows = [RowRequest(p, 1, "radiology") for p in prompts]
+    # not bit-identical to float32, but the same model: each first token bf16 chooses is one float32 rates within
+    # a nat of its own choice (a broken cast, e.g. scrambled weights, picks tokens float32 finds unlikely)
+    exact = radiology_model.generate([RowRequest(p, 1, "radiology") for p in prompts])
+    for half, full, prompt in zip(gen.model.generate(rows), exact, prompts):
+        assert half.text.strip()
+        assert half.tokens[0].logprob > -5  # bf16 is confident in its own choice, as float32 is
+        if half.tokens[0].id != full.tokens[0].id:
+            assert full.tokens[0].logprob - _logprob_of(radiology_model, prompt, half.tokens[0].id) < 1.0
+
+
+def _logprob_of(model, prompt: str, token_id: int) -> float:
+    import torch
+
+    tok, m = model.tokenizer, model._model
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        m.set_adapter("radiology")
+        logits = m(input_ids=ids).logits[0, -1].float()
+    return float(torch.log_softmax(logits, -1)[token_id])

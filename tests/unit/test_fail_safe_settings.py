@@ -187,3 +187,25 @@ def test_every_variable_the_docs_and_deployment_files_name_is_a_setting():
         if name not in known and name != typo_example and not (name + "_").startswith(KAFKA_OPT_PREFIX)
     }
     assert not unknown, sorted(unknown)
+
+
+def test_local_numerics_contradictions_are_refused_in_one_line(monkeypatch):
+    from radbridge.adapters.model.local import LocalModel
+    from radbridge.bootstrap import local_dtype
+
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("RADBRIDGE_LOCAL_DTYPE", "float16")
+    with pytest.raises(ValidationError) as exc:
+        Settings()
+    assert fail_line(exc.value) == ("radbridge: invalid setting RADBRIDGE_LOCAL_DTYPE: "
+                                    "Input should be 'float32', 'bfloat16' or 'auto'")
+    monkeypatch.delenv("RADBRIDGE_LOCAL_DTYPE")
+    # int8 quantises float32 weights: beside it "auto" means float32, and bfloat16 is refused, not ignored
+    assert local_dtype(Settings(local_quantize="int8")) == "float32"
+    assert local_dtype(Settings()) == "auto"
+    assert local_dtype(Settings(local_dtype="bfloat16")) == "bfloat16"
+    with pytest.raises(ConfigurationError, match="cannot be combined with dtype bfloat16"):
+        LocalModel(quantize="int8", dtype="bfloat16")
+    with pytest.raises(ConfigurationError, match="unknown local dtype 'half'"):
+        LocalModel(dtype="half")

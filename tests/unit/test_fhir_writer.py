@@ -202,6 +202,9 @@ def test_provenance_names_model_adapter_template_and_parameters():
         "model-server": "3.3.6",
     }
     assert device_entry["request"] == {"method": "PUT", "url": f"Device/{device['id']}"}
+    bf16 = make_draft(model=replace(MODEL, numerics="bfloat16"))
+    (bf16_device,) = resources(build_bundle(bf16, recorded=RECORDED), "Device")
+    assert {v["type"]["text"]: v["value"] for v in bf16_device["version"]}["numerics"] == "bfloat16"
     # AI Transparency on FHIR: an AI Device, pointing at its model card
     assert device["type"]["coding"][0]["code"] == "Artificial-Intelligence"
     assert device["extension"][0]["valueReference"]["identifier"]["value"] == "b" * 64
@@ -289,6 +292,9 @@ def test_ids_are_frozen():
     # Changing how ids are derived would make every replay of old messages create duplicates.
     assert resource_uuid("0123456789abcdef0123456789abcdef-0", "DiagnosticReport") == "9f42b047-1d09-530d-a4f0-61eb3f354da5"
     assert device_id(ModelInfo(backend="local", base_model="m")) == "93ca5b18-a721-5d53-a6af-bc168e7192f0"
+    # other numerics are another Device (they word some drafts differently); float32 keeps the id above
+    assert device_id(ModelInfo(backend="local", base_model="m", numerics="bfloat16")) != device_id(
+        ModelInfo(backend="local", base_model="m"))
     assert message_control_id("0123456789abcdef0123456789abcdef-0") == "RB83ae7c4b67577cce7c"
 
 

@@ -138,6 +138,30 @@ class RowResult:
     seed: int | None = None
 
 
+DTYPES = ("float32", "bfloat16", "auto")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): elsewhere bf16 is emulated and slower."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto``: bfloat16 where the CPU has native bf16 arithmetic, float32 elsewhere; the others as given."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if native_bf16() else "float32"
+
+
+def numerics(dtype: str, quantize: str | None) -> str | None:
+    """How the weights are run, when it is not plain float32: part of what produced a draft (ModelInfo)."""
+    if quantize:
+        return f"{quantize} dynamic"
+    return None if dtype == "float32" else dtype
+
+
 class LocalModel:
     """SmolLM2 from GGUF (dequantised to float32) plus named LoRA adapters, loaded once on first use."""
 
@@ -151,6 +175,7 @@ class LocalModel:
         threads: int | None = None,
         merge: bool = False,
         quantize: str | None = None,
+        dtype: str = "float32",
     ):
         require_local_extra()
         self.model_dir = Path(model_dir) if model_dir else None
@@ -168,10 +193,23 @@ class LocalModel:
             raise ConfigurationError("merging needs exactly one adapter")
         if quantize not in (None, "int8"):
             raise ConfigurationError(f"unknown quantisation {quantize!r}: int8 or none")
+        if dtype not in DTYPES:
+            raise ConfigurationError(f"unknown local dtype {dtype!r}: {', '.join(DTYPES)}")
+        if quantize and dtype != "float32":
+            raise ConfigurationError(f"int8 quantisation works on float32 weights: it cannot be combined with dtype {dtype}")
         self.merge, self.quantize = merge, quantize
+        self._dtype_setting, self._dtype = dtype, None
         self._lock = threading.RLock()  # one generate at a time: PEFT adapter hooks are per-model state
         self._model = None
         self._tokenizer = None
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype; "auto" is resolved once (it asks torch about the CPU, so not at construction), and
+        the numerics a draft records are the ones that made it."""
+        if self._dtype is None:
+            self._dtype = resolve_dtype(self._dtype_setting)
+        return self._dtype
 
     @property
     def gguf_path(self) -> Path:
@@ -224,6 +262,11 @@ class LocalModel:
             # dynamic int8 of the Linear layers (weights int8, activations quantised per batch): a CPU speed-up
             # whose effect on the drafts is measured in bench/bench_serving.py, not assumed
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        if self.dtype == "bfloat16":
+            # bfloat16 weights and activations: on a CPU with AVX512-BF16 or AMX about 1.6x the float32 speed; the
+            # drafts differ from float32 ones now and then (measured: bench/bench_serving.py, docs/benchmarks.md)
+            model = model.to(torch.bfloat16)
+        log.info("local model runs in %s%s", self.dtype, " (int8 dynamic Linear layers)" if self.quantize else "")
         model.eval()
         return model, tokenizer
 
@@ -474,12 +517,13 @@ class LocalGenerator:
         threads: int | None = None,
         merge: bool = True,
         quantize: str | None = None,
+        dtype: str = "float32",
     ):
         self.adapter_name = (adapter_name or Path(adapter_dir).resolve().name) if adapter_dir else None
         adapters = {self.adapter_name: adapter_dir} if adapter_dir else {}
         # The pipeline's generator serves its one adapter and never the base model alone: merge it (faster).
         self.model = LocalModel(adapters, model_dir=model_dir, gguf_file=gguf_file, batch_size=batch_size, threads=threads,
-                                merge=merge and bool(adapters), quantize=quantize)
+                                merge=merge and bool(adapters), quantize=quantize, dtype=dtype)
         self.chat_format = chat_format
         self.manifest: Manifest | None = None
         self._info: ModelInfo | None = None
@@ -519,6 +563,7 @@ class LocalGenerator:
                 base_model_sha256=self.model.base_sha256,
                 adapter=self.adapter_name,
                 adapter_sha256=self.model.adapter_sha256(self.adapter_name) if self.adapter_name else None,
+                numerics=numerics(self.model.dtype, self.model.quantize),
             )
         return self._info
 

@@ -292,6 +292,7 @@ def _device_entry(draft: Draft, did: str) -> dict:
         ("base-model-sha256", model.base_model_sha256),
         ("adapter-sha256", model.adapter_sha256),
         ("model-server", model.server_version),
+        ("numerics", model.numerics),
     ):
         if value:
             versions.append({"type": {"text": label}, "value": value})
