@@ -47,3 +47,30 @@ def test_the_command_restricts_both_files_to_the_part_and_can_score_the_model_al
     assert main([str(tmp_path / "c.json"), str(tmp_path / "b.json"), "--data", str(data), "--model-only",
                  "--resamples", "200", "--json", str(tmp_path / "g.json")]) == 1
     assert json.loads((tmp_path / "g.json").read_text())["model_only"] is True
+
+
+def test_length_policies_complete_a_normal_draft_and_weigh_length():
+    from radbridge.prompt import Example
+    from training.length_policies import complete, select_with_length
+
+    findings = "Heart size normal. There is a small left pleural effusion. No pneumothorax."
+    normal = "No acute cardiopulmonary abnormality."
+    # the omitted effusion's own sentence is appended; "replace" drops a draft that called the study normal
+    assert complete(normal, findings, severe_only=True, at_most=3, replace=False) == (
+        "No acute cardiopulmonary abnormality. There is a small left pleural effusion.")
+    assert complete(normal, findings, severe_only=True, at_most=3, replace=True) == "There is a small left pleural effusion."
+    said = "Small left pleural effusion."
+    assert complete(said, findings, severe_only=False, at_most=3, replace=False) == said  # nothing omitted
+    # among equally agreeing candidates a length term picks the one nearest the expected length
+    pool = [Example("x", "Small left effusion.", 0.9), Example("x", "Small left pleural effusion, no other abnormality seen today.", 0.9)]
+    assert select_with_length("Left effusion.", pool, findings, 5, 0.0, 10) != pool[1].impression
+    assert select_with_length("Left effusion.", pool, findings, 5, 5.0, 10) == pool[1].impression
+
+
+def test_length_policies_refuse_the_confirm_part(tmp_path):
+    import pytest
+
+    from training.length_policies import main as policies_main
+
+    with pytest.raises(SystemExit, match="tune part only"):
+        policies_main([str(tmp_path / "r.json"), "--data", str(tmp_path / "valid-confirm.jsonl"), "--train", "t.jsonl"])

@@ -1,0 +1,117 @@
+"""Can a wording policy make a candidate's drafts long enough for the selection protocol's length rule? Tune part only.
+
+    python -m training.length_policies runs/results/all30_select5_tune.json \
+        --data runs/data/valid-tune.jsonl --train runs/data/train.jsonl
+
+Re-applies policies to the model-alone drafts of one ``radbridge eval`` results file (no generation: seconds), so
+they can be compared on the part the protocol tunes on (docs/model-results.md). Prints one line per policy:
+ROUGE-L, clinical F1, laterality errors, mean words and the ratio to the references', and the tune ranking
+(R-L + 0.25 x clinical F1). The policies:
+
+- ``select<k> len<l>``: ``+select<k>`` (radbridge.prompt.select) with a length term in the utility,
+  −l × |log((words + 1) / (expected + 1))|, the expected length being the draft's own (``draft``) or the
+  similarity-weighted mean of the 10 nearest signed impressions (``nn10``).
+- ``complete``: after the model's draft (``model``) or after ``+select5`` (``select5``), the findings' first
+  sentence asserting each observation the checker flags as omitted (``severe``: only when the draft calls the study
+  normal), at most ``max`` sentences; ``replace`` puts them instead of a draft that calls the study normal.
+
+Never run on the confirm part: a policy chosen here is confirmed once with ``training.goals`` like any candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from radbridge.evaluation import read_records, score
+from radbridge.labeler import abnormal, label
+from radbridge.prompt import most_agreed, select
+from radbridge.retrieval import Retriever
+from radbridge.textclean import sentences
+from radbridge.verify import FlagKind, check, laterality_disagreements
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def select_with_length(draft: str, candidates, findings: str, k: int, lam: float, expected: float) -> str:
+    pool = [ex for ex in candidates[:k] if ex.impression.strip() and not laterality_disagreements(ex.impression, findings)]
+    if not pool:
+        return draft
+    texts = [draft] + [ex.impression.strip() for ex in pool]
+    asserted = abnormal(findings)
+
+    def bonus(text: str) -> float:
+        named = abnormal(text)
+        overlap = 1.0 if not named and not asserted else 2 * len(named & asserted) / (len(named) + len(asserted))
+        return overlap - lam * abs(math.log((words(text) + 1) / (expected + 1)))
+
+    return texts[most_agreed(texts, [1.0] + [ex.similarity or 0.0 for ex in pool], bonus)]
+
+
+def complete(draft: str, findings: str, *, severe_only: bool, at_most: int, replace: bool) -> str:
+    omitted = [f for f in check(draft, findings).flags
+               if f.kind is FlagKind.OMISSION and f.observation != "Support Devices" and (f.severe or not severe_only)]
+    added: list[str] = []
+    for flag in omitted:
+        hit = next((s for s in sentences(findings) if label(s).labels.get(flag.observation) == "positive"), None)
+        if hit and hit not in added:
+            added.append(hit)
+    added = added[:at_most]
+    if not added:
+        return draft
+    if replace and any(f.severe for f in omitted):
+        return " ".join(added)
+    return f"{draft.rstrip()} {' '.join(added)}".strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--train", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if "confirm" in args.data.name:
+        raise SystemExit("length_policies: tune part only (the confirm part is looked at once, by training.goals)")
+    records = read_records(args.data)
+    rows = json.loads(args.results.read_text())["drafts"]
+    if [r.get("uid") for r in records] != [r["uid"] for r in rows]:
+        raise SystemExit(f"length_policies: {args.results} does not hold the reports of {args.data}, in order")
+    model = [r.get("model_draft", r["draft"]) for r in rows]
+    findings = [r["findings"] for r in records]
+    references = [r["impression"] for r in records]
+    nearest = [list(reversed(exs)) for exs in Retriever.from_jsonl(args.train).examples(findings, 10)]  # best first
+
+    def nn10(exs) -> float:
+        weights = [ex.similarity or 0.0 for ex in exs]
+        return sum(w * words(ex.impression) for w, ex in zip(weights, exs)) / max(sum(weights), 1e-9)
+
+    policies: dict[str, list[str]] = {"model alone": model}
+    for k in (5, 10):
+        for lam in (0.0, 0.1, 0.2, 0.4):
+            for name, expected in (("draft", lambda m, exs: words(m)), ("nn10", lambda m, exs: nn10(exs))):
+                if lam == 0.0 and name == "nn10":
+                    continue
+                policies[f"select{k} len{lam} {name}"] = [
+                    select_with_length(m, exs, f, k, lam, expected(m, exs)) for m, exs, f in zip(model, nearest, findings)]
+    base = {"model": model, "select5": policies["select5 len0.0 draft"]}
+    for base_name, drafts in base.items():
+        for replace in (False, True):
+            for severe_only in (False, True):
+                for at_most in (1, 3):
+                    policies[f"complete {base_name} {'replace' if replace else 'append'} severe={severe_only} max={at_most}"] = [
+                        complete(d, f, severe_only=severe_only, at_most=at_most, replace=replace)
+                        for d, f in zip(drafts, findings)]
+    print(f"{'policy':48s}  R-L     clinF1  lat  words  x ref  R-L+0.25F1")
+    for name, drafts in policies.items():
+        s = score(drafts, references, findings)
+        ratio = s["mean_draft_words"] / s["mean_reference_words"]
+        print(f"{name:48s}  {s['rougeL']:.4f}  {s['clinical_f1']:.3f}   {s['laterality_errors']:<3d}  "
+              f"{s['mean_draft_words']:5.2f}  {ratio:.3f}  {s['rougeL'] + 0.25 * s['clinical_f1']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
