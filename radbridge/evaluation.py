@@ -353,7 +353,8 @@ def run(
         drafter = PipelineDrafter(pipeline, batch_size=batch_size, progress=progress)
         info, template = pipeline.generator.info, pipeline.template
         meta.update(system=settings.backend, adapter="none" if settings.no_adapter else info.adapter,
-                    adapter_sha256=info.adapter_sha256, base_model=info.base_model, prompt_template=template.id,
+                    adapter_sha256=info.adapter_sha256, base_model=info.base_model, numerics=info.numerics or "float32",
+                    prompt_template=template.id,
                     params=pipeline.params.as_dict(), batch_size=batch_size,
                     train=str(settings.examples_file or default_examples_file()) if template.n_examples else None)
     result = evaluate(records, drafter, meta)
