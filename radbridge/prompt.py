@@ -276,21 +276,28 @@ def select(draft: str, candidates: Sequence[Example], findings: str) -> Example 
     best one wins; ties keep the draft. A candidate impression that puts an observation on a side the findings
     never mention (radbridge.verify) is not considered: copied wording must not bring a laterality error.
     """
-    from .verify import laterality_disagreements
-
-    pool = [ex for ex in candidates if ex.impression.strip() and not laterality_disagreements(ex.impression, findings)]
+    pool = selectable(candidates, findings)
     if not pool:
         return None
     texts = [draft] + [ex.impression.strip() for ex in pool]
     asserted = abnormal(findings)
-
-    def findings_agreement(text: str) -> float:
-        named = abnormal(text)
-        overlap = 1.0 if not named and not asserted else 2 * len(named & asserted) / (len(named) + len(asserted))
-        return SELECT_FINDINGS_WEIGHT * overlap
-
-    best = most_agreed(texts, [SELECT_DRAFT_WEIGHT] + [ex.similarity or 0.0 for ex in pool], findings_agreement)
+    best = most_agreed(texts, [SELECT_DRAFT_WEIGHT] + [ex.similarity or 0.0 for ex in pool],
+                       lambda text: SELECT_FINDINGS_WEIGHT * findings_agreement(text, asserted))
     return None if best == 0 or texts[best] == draft else pool[best - 1]  # the same words: the model's own
+
+
+def selectable(candidates: Sequence[Example], findings: str) -> list[Example]:
+    """The candidates ``+select`` may take: a non-empty impression that puts no observation on a side the findings
+    never mention (radbridge.verify)."""
+    from .verify import laterality_disagreements
+
+    return [ex for ex in candidates if ex.impression.strip() and not laterality_disagreements(ex.impression, findings)]
+
+
+def findings_agreement(text: str, asserted: frozenset[str]) -> float:
+    """F1 between the abnormal observations ``text`` names and those the findings assert (both empty: 1)."""
+    named = abnormal(text)
+    return 1.0 if not named and not asserted else 2 * len(named & asserted) / (len(named) + len(asserted))
 
 
 def most_agreed(texts: Sequence[str], weights: Sequence[float], bonus=None) -> int:

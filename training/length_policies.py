@@ -27,10 +27,10 @@ from pathlib import Path
 
 from radbridge.evaluation import read_records, score
 from radbridge.labeler import abnormal, label
-from radbridge.prompt import most_agreed, select
+from radbridge.prompt import SELECT_DRAFT_WEIGHT, SELECT_FINDINGS_WEIGHT, findings_agreement, most_agreed, selectable
 from radbridge.retrieval import Retriever
 from radbridge.textclean import sentences
-from radbridge.verify import FlagKind, check, laterality_disagreements
+from radbridge.verify import FlagKind, check
 
 
 def words(text: str) -> int:
@@ -38,18 +38,18 @@ def words(text: str) -> int:
 
 
 def select_with_length(draft: str, candidates, findings: str, k: int, lam: float, expected: float) -> str:
-    pool = [ex for ex in candidates[:k] if ex.impression.strip() and not laterality_disagreements(ex.impression, findings)]
+    """``+select<k>`` (radbridge.prompt.select, its weights) with a length term in the utility."""
+    pool = selectable(candidates[:k], findings)
     if not pool:
         return draft
     texts = [draft] + [ex.impression.strip() for ex in pool]
     asserted = abnormal(findings)
 
     def bonus(text: str) -> float:
-        named = abnormal(text)
-        overlap = 1.0 if not named and not asserted else 2 * len(named & asserted) / (len(named) + len(asserted))
-        return overlap - lam * abs(math.log((words(text) + 1) / (expected + 1)))
+        return (SELECT_FINDINGS_WEIGHT * findings_agreement(text, asserted)
+                - lam * abs(math.log((words(text) + 1) / (expected + 1))))
 
-    return texts[most_agreed(texts, [1.0] + [ex.similarity or 0.0 for ex in pool], bonus)]
+    return texts[most_agreed(texts, [SELECT_DRAFT_WEIGHT] + [ex.similarity or 0.0 for ex in pool], bonus)]
 
 
 def complete(draft: str, findings: str, *, severe_only: bool, at_most: int, replace: bool) -> str:
