@@ -8,6 +8,7 @@ send ``render(prompt, chat_format)``, which reproduces the base model's chat tem
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
@@ -304,17 +305,22 @@ def most_agreed(texts: Sequence[str], weights: Sequence[float], bonus=None) -> i
     """Minimum-Bayes-risk choice: the index of the text with the highest weighted mean ROUGE-L F1 against the
     others (plus ``bonus(text)`` when given); ties keep the earlier one. ``+select`` and the consensus baseline
     (radbridge.retrieval) both choose this way."""
-    scorer = _rouge_l()
     weights = [max(0.0, w) for w in weights]
     best, best_utility = 0, float("-inf")
     for a, text in enumerate(texts):
         others = [b for b in range(len(texts)) if b != a]
         total = sum(weights[b] for b in others)
-        agreement = sum(weights[b] * scorer.score(texts[b], text)["rougeL"].fmeasure for b in others) / total if total else 0.0
+        agreement = sum(weights[b] * _rouge_l_f(texts[b], text) for b in others) / total if total else 0.0
         utility = agreement + (bonus(text) if bonus else 0.0)
         if utility > best_utility + 1e-12:
             best, best_utility = a, utility
     return best
+
+
+@functools.lru_cache(maxsize=4096)  # small: a service keeps no more report text in memory than it must
+def _rouge_l_f(reference: str, candidate: str) -> float:
+    """ROUGE-L F1, memoised: the same signed impressions meet again and again (stemming dominates the cost)."""
+    return _rouge_l().score(reference, candidate)["rougeL"].fmeasure
 
 
 _SCORER = None

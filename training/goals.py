@@ -30,7 +30,7 @@ MIN_CLINICAL_F1 = 0.45
 LENGTH_RATIO = (0.8, 1.25)
 
 
-def _drafts(path: str | Path, model_only: bool = False) -> dict:
+def read_drafts(path: str | Path, model_only: bool = False) -> dict:
     rows = json.loads(Path(path).read_text())["drafts"]
     return {r["uid"]: (r.get("model_draft", r["draft"]) if model_only else r["draft"]) for r in rows}
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
-    result = check(_drafts(args.candidate, args.model_only), _drafts(args.retrieval), read_records(args.data),
+    result = check(read_drafts(args.candidate, args.model_only), read_drafts(args.retrieval), read_records(args.data),
                    resamples=args.resamples)
     result.update(candidate=args.candidate, retrieval=args.retrieval, data=args.data, model_only=args.model_only)
     print("\n".join(lines(result)))

@@ -1,12 +1,14 @@
 """Can a wording policy make a candidate's drafts long enough for the selection protocol's length rule? Tune part only.
 
     python -m training.length_policies runs/results/all30_select5_tune.json \
-        --data runs/data/valid-tune.jsonl --train runs/data/train.jsonl
+        --data runs/data/valid-tune.jsonl --train runs/data/train.jsonl \
+        [--baseline runs/results/retrieval_valid_checker.json]
 
 Re-applies policies to the model-alone drafts of one ``radbridge eval`` results file (no generation: seconds), so
 they can be compared on the part the protocol tunes on (docs/model-results.md). Prints one line per policy:
 ROUGE-L, clinical F1, laterality errors, mean words and the ratio to the references', and the tune ranking
-(R-L + 0.25 x clinical F1). The policies:
+(R-L + 0.25 x clinical F1); with ``--baseline``, also the ROUGE-L difference to that run's drafts and its paired
+bootstrap 95 % interval (training.goals.check, ``--resamples``, 1,000 by default). The policies:
 
 - ``select<k> len<l>``: ``+select<k>`` (radbridge.prompt.select) with a length term in the utility,
   −l × |log((words + 1) / (expected + 1))|, the expected length being the draft's own (``draft``) or the
@@ -31,6 +33,9 @@ from radbridge.prompt import SELECT_DRAFT_WEIGHT, SELECT_FINDINGS_WEIGHT, findin
 from radbridge.retrieval import Retriever
 from radbridge.textclean import sentences
 from radbridge.verify import FlagKind, check
+
+from .goals import check as goals_check
+from .goals import read_drafts
 
 
 def words(text: str) -> int:
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("results", type=Path)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--train", type=Path, required=True)
+    ap.add_argument("--baseline", type=Path, help="results file to compare ROUGE-L against (e.g. retrieval)")
+    ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for --baseline's intervals")
     args = ap.parse_args(argv)
     if "confirm" in args.data.name:
         raise SystemExit("length_policies: tune part only (the confirm part is looked at once, by training.goals)")
@@ -82,7 +89,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"length_policies: {args.results} does not hold the reports of {args.data}, in order")
     model = [r.get("model_draft", r["draft"]) for r in rows]
     findings = [r["findings"] for r in records]
-    references = [r["impression"] for r in records]
     nearest = [list(reversed(exs)) for exs in Retriever.from_jsonl(args.train).examples(findings, 10)]  # best first
 
     def nn10(exs) -> float:
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     policies: dict[str, list[str]] = {"model alone": model}
     for k in (5, 10):
-        for lam in (0.0, 0.1, 0.2, 0.4):
+        for lam in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
             for name, expected in (("draft", lambda m, exs: words(m)), ("nn10", lambda m, exs: nn10(exs))):
                 if lam == 0.0 and name == "nn10":
                     continue
@@ -105,13 +111,25 @@ def main(argv: list[str] | None = None) -> None:
                     policies[f"complete {base_name} {'replace' if replace else 'append'} severe={severe_only} max={at_most}"] = [
                         complete(d, f, severe_only=severe_only, at_most=at_most, replace=replace)
                         for d, f in zip(drafts, findings)]
-    print(f"{'policy':48s}  R-L     clinF1  lat  words  x ref  R-L+0.25F1")
+    print_table(policies, records, read_drafts(args.baseline) if args.baseline else None, args.resamples)
+
+
+def print_table(policies: dict[str, list[str]], records: list[dict], baseline: dict | None, resamples: int) -> None:
+    """One line per policy (its drafts in ``records``' order): ROUGE-L, clinical F1, laterality errors, words, the
+    ratio to the references' words, R-L + 0.25 x F1, and with ``baseline`` (uid -> draft) the paired difference."""
+    references = [r["impression"] for r in records]
+    findings = [r["findings"] for r in records]
+    print(f"{'policy':48s}  R-L     clinF1  lat  words  x ref  R-L+0.25F1" + ("  R-L vs baseline [95% CI]" if baseline else ""))
     for name, drafts in policies.items():
         s = score(drafts, references, findings)
         ratio = s["mean_draft_words"] / s["mean_reference_words"]
-        print(f"{name:48s}  {s['rougeL']:.4f}  {s['clinical_f1']:.3f}   {s['laterality_errors']:<3d}  "
-              f"{s['mean_draft_words']:5.2f}  {ratio:.3f}  {s['rougeL'] + 0.25 * s['clinical_f1']:.4f}")
-
+        line = (f"{name:48s}  {s['rougeL']:.4f}  {s['clinical_f1']:.3f}   {s['laterality_errors']:<3d}  "
+                f"{s['mean_draft_words']:5.2f}  {ratio:.3f}  {s['rougeL'] + 0.25 * s['clinical_f1']:.4f}")
+        if baseline is not None:
+            rl = goals_check({r["uid"]: d for r, d in zip(records, drafts)}, baseline, records,
+                             resamples=resamples)["goals"]["rougeL"]
+            line += f"  {rl['diff']:+.4f} [{rl['ci95'][0]:+.4f}, {rl['ci95'][1]:+.4f}]"
+        print(line, flush=True)
 
 if __name__ == "__main__":
     main()
