@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from training.goals import check, main
 
 RECORDS = [
@@ -97,3 +99,29 @@ def test_length_policies_compare_each_policy_with_a_baseline(tmp_path, capsys):
     diff, low = (float(x) for x in alone.split("  ")[-1].replace("[", "").replace(",", "").split()[:2])
     assert diff > 0.3 and low > 0
     assert any(line.startswith("select5 len1.0 draft") for line in out)
+
+
+def test_sampled_select_takes_the_draft_the_samples_agree_on_and_reuses_kept_samples(tmp_path, capsys):
+    from training.sampled_select import choose, main as sampled_main
+
+    findings = "There is a small left pleural effusion."
+    # two samples agree on the effusion; the odd one out (which also ignores the findings) is not chosen
+    texts = ["No acute disease.", "Small left pleural effusion.", "Small left effusion."]
+    assert choose(texts, [1.0, 1.0, 1.0], findings) == "Small left pleural effusion."
+    data, train = tmp_path / "valid-tune.jsonl", tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    signed = [dict(r, uid=f"t-{r['uid']}", findings=r["findings"] + " No pneumothorax or consolidation is seen.")
+              for r in RECORDS]
+    train.write_text("".join(json.dumps(r) + "\n" for r in signed))
+    greedy = [{"uid": r["uid"], "draft": "No acute disease.", "model_draft": "No acute disease."} for r in RECORDS]
+    (tmp_path / "g.json").write_text(json.dumps({"drafts": greedy}))
+    args = [str(tmp_path / "g.json"), "--adapter", "a", "--template", "t", "--data", str(data), "--train", str(train),
+            "--samples", str(tmp_path / "s.json"), "-n", "2"]
+    setup = {"adapter": "a", "template": "t", "data": str(data), "n": 2, "temperature": 0.7, "top_p": None}
+    kept = [{"uid": r["uid"], "samples": [r["impression"], r["impression"]]} for r in RECORDS]  # no model is loaded
+    (tmp_path / "s.json").write_text(json.dumps({"setup": setup, "drafts": kept}))
+    sampled_main(args)
+    rows = {line[:48].strip(): line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert float(rows["MBR greedy + 2 samples"][-6]) > float(rows["model alone (greedy)"][-6]) + 0.3  # R-L: the samples win
+    with pytest.raises(SystemExit, match="tune part only"):
+        sampled_main([*args[:6], str(tmp_path / "valid-confirm.jsonl"), *args[7:]])
