@@ -81,13 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", type=Path, help="results file to compare ROUGE-L against (e.g. retrieval)")
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for --baseline's intervals")
     args = ap.parse_args(argv)
-    if "confirm" in args.data.name:
-        raise SystemExit("length_policies: tune part only (the confirm part is looked at once, by training.goals)")
-    records = read_records(args.data)
-    rows = json.loads(args.results.read_text())["drafts"]
-    if [r.get("uid") for r in records] != [r["uid"] for r in rows]:
-        raise SystemExit(f"length_policies: {args.results} does not hold the reports of {args.data}, in order")
-    model = [r.get("model_draft", r["draft"]) for r in rows]
+    records, model = tune_drafts("length_policies", args.results, args.data)
     findings = [r["findings"] for r in records]
     nearest = [list(reversed(exs)) for exs in Retriever.from_jsonl(args.train).examples(findings, 10)]  # best first
 
@@ -112,6 +106,18 @@ def main(argv: list[str] | None = None) -> None:
                         complete(d, f, severe_only=severe_only, at_most=at_most, replace=replace)
                         for d, f in zip(drafts, findings)]
     print_table(policies, records, read_drafts(args.baseline) if args.baseline else None, args.resamples)
+
+
+def tune_drafts(tool: str, results: Path, data: Path) -> tuple[list[dict], list[str]]:
+    """The reports of ``data``, a tune part (the confirm part is refused), and the model-alone drafts ``results``
+    (a ``radbridge eval`` file) holds for them, in the same order."""
+    if "confirm" in data.name:
+        raise SystemExit(f"{tool}: tune part only (the confirm part is looked at once, by training.goals)")
+    records = read_records(data)
+    rows = json.loads(results.read_text())["drafts"]
+    if [r.get("uid") for r in records] != [r["uid"] for r in rows]:
+        raise SystemExit(f"{tool}: {results} does not hold the reports of {data}, in order")
+    return records, [r.get("model_draft", r["draft"]) for r in rows]
 
 
 def print_table(policies: dict[str, list[str]], records: list[dict], baseline: dict | None, resamples: int) -> None:

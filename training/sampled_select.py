@@ -24,13 +24,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from radbridge.evaluation import PipelineDrafter, read_records
+from radbridge.evaluation import PipelineDrafter
 from radbridge.labeler import abnormal
 from radbridge.prompt import SELECT_FINDINGS_WEIGHT, findings_agreement, most_agreed, selectable
 from radbridge.retrieval import Retriever
 
 from .goals import read_drafts
-from .length_policies import print_table
+from .length_policies import print_table, tune_drafts
 
 
 def sample_drafts(records: list[dict], *, adapter: str, template: str, train: Path, n: int, temperature: float,
@@ -72,13 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", type=Path, help="results file to compare ROUGE-L against (e.g. retrieval)")
     ap.add_argument("--resamples", type=int, default=1000)
     args = ap.parse_args(argv)
-    if "confirm" in args.data.name:
-        raise SystemExit("sampled_select: tune part only (the confirm part is looked at once, by training.goals)")
-    records = read_records(args.data)
-    rows = json.loads(args.results.read_text())["drafts"]
-    if [r.get("uid") for r in records] != [r["uid"] for r in rows]:
-        raise SystemExit(f"sampled_select: {args.results} does not hold the reports of {args.data}, in order")
-    greedy = [r.get("model_draft", r["draft"]) for r in rows]
+    records, greedy = tune_drafts("sampled_select", args.results, args.data)
     setup = {"adapter": args.adapter, "template": args.template, "data": str(args.data), "n": args.n,
              "temperature": args.temperature, "top_p": args.top_p}
     kept = json.loads(args.samples.read_text()) if args.samples.is_file() else None
