@@ -317,7 +317,7 @@ def most_agreed(texts: Sequence[str], weights: Sequence[float], bonus=None) -> i
     return best
 
 
-@functools.lru_cache(maxsize=4096)  # small: a service keeps no more report text in memory than it must
+@functools.lru_cache(maxsize=4096)  # bounded: at most 4,096 pairs of texts stay in memory
 def _rouge_l_f(reference: str, candidate: str) -> float:
     """ROUGE-L F1, memoised: the same signed impressions meet again and again (stemming dominates the cost)."""
     return _rouge_l().score(reference, candidate)["rougeL"].fmeasure

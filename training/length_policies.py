@@ -137,5 +137,6 @@ def print_table(policies: dict[str, list[str]], records: list[dict], baseline: d
             line += f"  {rl['diff']:+.4f} [{rl['ci95'][0]:+.4f}, {rl['ci95'][1]:+.4f}]"
         print(line, flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Selection among *sampled* drafts of the model (issue 16's MBR suggestion), measured on the tune part only.
 
-    python -m training.sampled_select runs/results/all30_2ep_select5_tune.json \
+    RADBRIDGE_LOCAL_DTYPE=float32 python -m training.sampled_select runs/results/all30_2ep_select5_tune.json \
         --adapter runs/all30-2ep/adapter --template paper-v1+examples2+exwords20+sim+fwords60 \
         --data runs/data/valid-tune.jsonl --train runs/data/train.jsonl \
         --baseline runs/results/retrieval_valid_checker.json --samples runs/results/all30_2ep_samples_tune.json
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     setup = {"adapter": args.adapter, "template": args.template, "data": str(args.data), "n": args.n,
              "temperature": args.temperature, "top_p": args.top_p}
     kept = json.loads(args.samples.read_text()) if args.samples.is_file() else None
-    if kept and kept["setup"] == setup:
+    if kept and kept["setup"] == setup and [row["uid"] for row in kept["drafts"]] == [r["uid"] for r in records]:
         samples = [row["samples"] for row in kept["drafts"]]
     else:
         samples = sample_drafts(records, adapter=args.adapter, template=args.template, train=args.train, n=args.n,
