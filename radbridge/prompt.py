@@ -9,6 +9,7 @@ send ``render(prompt, chat_format)``, which reproduces the base model's chat tem
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
@@ -63,10 +64,16 @@ class PromptTemplate:
     # draft weighted 1) and with the abnormal observations the findings assert (``select``). A candidate whose
     # sides contradict the findings is never taken. Not prompt text: the prompt shows ``n_examples`` as before.
     select_from: int = 0
+    # ``+len<n>`` (with ``+select``): the selection's utility also loses n/10 x |log((words + 1) / (draft words + 1))|,
+    # so a signed impression much shorter (or longer) than the model's draft must agree much better to replace it.
+    # Selection otherwise favours short boilerplate and writes shorter than the radiologists (docs/model-results.md).
+    select_length_tenths: int = 0
 
     def __post_init__(self) -> None:
         if self.copy_normal and self.select_from:
             raise ValueError("+copynormal and +select are two wording policies: a template has one at most")
+        if self.select_length_tenths and not self.select_from:
+            raise ValueError("+len<n> weighs length in +select<k>: it needs +select")
 
     @property
     def id(self) -> str:
@@ -91,7 +98,16 @@ class PromptTemplate:
             flags += "+copynormal"
         if self.select_from:
             flags += f"+select{self.select_from}"
+        if self.select_length_tenths:
+            flags += f"+len{self.select_length_tenths}"
         return f"{self.name}-v{self.version}{flags}"
+
+    @property
+    def without_policy(self) -> "PromptTemplate":
+        """The same prompts with no wording policy: what the model was trained on when this one serves it."""
+        from dataclasses import replace
+
+        return replace(self, copy_normal=False, select_from=0, select_length_tenths=0)
 
     @property
     def rules(self) -> CleanRules:
@@ -121,12 +137,14 @@ class PromptTemplate:
             drop_prior_sentences="dropprior" in named,
             copy_normal="copynormal" in named,
             select_from=named.get("select", 0),
+            select_length_tenths=named.get("len", 0),
         )
 
 
 # (flag, takes a number)
 _FLAGS = {("indication", False), ("comparison", False), ("examples", True), ("exwords", True), ("sim", False),
-          ("fwords", True), ("dropxxxx", False), ("dropprior", False), ("copynormal", False), ("select", True)}
+          ("fwords", True), ("dropxxxx", False), ("dropprior", False), ("copynormal", False), ("select", True),
+          ("len", True)}
 
 
 DEFAULT_TEMPLATE = PromptTemplate()
@@ -250,7 +268,7 @@ def settle(template: PromptTemplate, prompt: Prompt, draft: str, findings: str =
     if not draft:
         return draft, None
     if template.select_from:
-        chosen = select(draft, prompt.candidates, findings)
+        chosen = select(draft, prompt.candidates, findings, length_weight=template.select_length_tenths / 10)
         return (draft, None) if chosen is None else (chosen.impression.strip(), chosen)
     if not template.copy_normal or not prompt.examples:
         return draft, None
@@ -268,7 +286,7 @@ SELECT_DRAFT_WEIGHT = 1.0
 SELECT_FINDINGS_WEIGHT = 1.0
 
 
-def select(draft: str, candidates: Sequence[Example], findings: str) -> Example | None:
+def select(draft: str, candidates: Sequence[Example], findings: str, *, length_weight: float = 0.0) -> Example | None:
     """The signed report among ``candidates`` whose impression should replace ``draft``, or None to keep the draft.
 
     Minimum-Bayes-risk selection with a clinical term: each candidate text (the draft and every candidate's
@@ -276,14 +294,20 @@ def select(draft: str, candidates: Sequence[Example], findings: str) -> Example 
     times the F1 between the abnormal observations it names and those the findings assert (both empty: 1). The
     best one wins; ties keep the draft. A candidate impression that puts an observation on a side the findings
     never mention (radbridge.verify) is not considered: copied wording must not bring a laterality error.
+    ``length_weight`` (``+len<n>``) subtracts that times |log((words + 1) / (draft words + 1))| from each utility.
     """
     pool = selectable(candidates, findings)
     if not pool:
         return None
     texts = [draft] + [ex.impression.strip() for ex in pool]
     asserted = abnormal(findings)
-    best = most_agreed(texts, [SELECT_DRAFT_WEIGHT] + [ex.similarity or 0.0 for ex in pool],
-                       lambda text: SELECT_FINDINGS_WEIGHT * findings_agreement(text, asserted))
+    expected = len(draft.split()) + 1
+
+    def bonus(text: str) -> float:
+        length = abs(math.log((len(text.split()) + 1) / expected)) if length_weight else 0.0
+        return SELECT_FINDINGS_WEIGHT * findings_agreement(text, asserted) - length_weight * length
+
+    best = most_agreed(texts, [SELECT_DRAFT_WEIGHT] + [ex.similarity or 0.0 for ex in pool], bonus)
     return None if best == 0 or texts[best] == draft else pool[best - 1]  # the same words: the model's own
 
 

@@ -183,3 +183,20 @@ def test_ship_may_serve_the_select_policy():
 
     trained = "paper-v1+examples2+exwords20+sim"
     assert serving_template(trained, trained + "+select5") == trained + "+select5"
+
+
+def test_select_length_term_keeps_a_long_draft_against_short_boilerplate():
+    # A long draft naming what the findings assert, and short signed wording that agrees among itself.
+    findings = "Right lower lobe opacity consistent with pneumonia. Heart size normal."
+    draft = "Right lower lobe airspace opacity consistent with pneumonia, recommend follow-up to resolution."
+    near = [Example("a", "Right lower lobe pneumonia.", 0.9, f"r{i}") for i in range(4)]
+    plain = PromptTemplate(n_examples=2, show_similarity=True, select_from=4)
+    with_len = PromptTemplate.from_id("paper-v1+examples2+sim+select4+len10")
+    assert with_len.select_length_tenths == 10 and with_len.id == "paper-v1+examples2+sim+select4+len10"
+    assert with_len.without_policy == plain.without_policy == PromptTemplate(n_examples=2, show_similarity=True)
+    p = prompt.build(plain, findings, examples=near[2:], candidates=near)
+    assert prompt.settle(plain, p, draft, findings)[1] is not None  # without the term the boilerplate wins
+    p = prompt.build(with_len, findings, examples=near[2:], candidates=near)
+    assert prompt.settle(with_len, p, draft, findings) == (draft, None)  # with it, the draft stays
+    with pytest.raises(ValueError, match="needs \\+select"):
+        PromptTemplate.from_id("paper-v1+examples2+len3")

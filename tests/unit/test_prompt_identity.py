@@ -72,7 +72,7 @@ def cfg() -> TrainConfig:
 def test_the_shipped_manifest_names_the_template_its_recipe_trains_with(cfg):
     shipped = PromptTemplate.from_id(MANIFEST["prompt_template"])
     # the same prompt text; only the wording policy (what is done with a completion) may be added for serving
-    assert replace(shipped, copy_normal=False, select_from=0) == cfg.template
+    assert shipped.without_policy == cfg.template
     assert cfg.template.findings_words == 60 and "+fwords60" in shipped.id
 
 
