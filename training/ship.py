@@ -71,12 +71,10 @@ def serving_template(trained: str, requested: str | None) -> str:
     """The template id to record for serving: the trained one, or one that builds the very same prompt text."""
     if requested is None or requested == trained:
         return trained
-    from dataclasses import replace
-
     from radbridge.prompt import PromptTemplate
 
     a, b = PromptTemplate.from_id(trained), PromptTemplate.from_id(requested)
-    if replace(a, copy_normal=False, select_from=0) != replace(b, copy_normal=False, select_from=0):
+    if a.without_policy != b.without_policy:
         raise ValueError(f"template {requested} builds other prompts than {trained}, which the adapter was trained on")
     return requested
 
@@ -113,7 +111,11 @@ def ship(run_dir: Path, results: dict[str, Path], dest: Path = REPO / "model", t
         },
         "training_config": cfg,
         "training": {k: summary[k] for k in ("steps", "steps_per_epoch", "epochs", "train_seconds",
-                                             "seconds_per_epoch", "tokens_per_s", "final_loss")},
+                                             "seconds_per_epoch", "tokens_per_s", "final_loss")}
+        | ({"soup": {"weights": summary["soup"]["weights"], "runs": [
+            {"run": r["run"]} | {k: r["summary"][k] for k in ("steps", "epochs", "train_seconds", "tokens_per_s",
+                                                             "final_loss", "device", "bf16")}
+            for r in summary["soup"]["runs"]]}} if "soup" in summary else {}),
         "metrics": metrics,
     }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")

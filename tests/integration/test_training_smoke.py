@@ -5,6 +5,7 @@ the model-free training tests are in tests/unit/test_training_data.py.
 """
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,59 @@ def test_bf16_autocast_on_cpu_trains_and_says_so(tmp_path):
     weights = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
     assert {v.dtype for v in weights.values()} == {torch.float32}
     assert any(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k)
+
+
+def test_soup_of_two_adapters_is_their_weighted_mean_update(tmp_path):
+    """training.soup: one rank-2r adapter whose update is exactly w·ΔW1 + (1 − w)·ΔW2, read back through PEFT."""
+    from peft import PeftModel
+
+    from lora_helpers import write_random_lora
+    from training.soup import soup
+
+    first = write_random_lora(tmp_path / "a", seed=1)
+    second = write_random_lora(tmp_path / "b", seed=2)
+    config = soup(first, second, 0.3, tmp_path / "soup")
+    assert (config["r"], config["lora_alpha"]) == (16, 32)
+
+    def deltas(folder: Path) -> list[torch.Tensor]:
+        base, _ = load_model(TrainConfig())
+        model = PeftModel.from_pretrained(base.get_base_model(), str(folder)).eval()
+        layers = model.base_model.model.model.layers
+        return [layers[i].self_attn.v_proj.get_delta_weight("default") for i in (0, 29)]
+
+    d1, d2, ds = deltas(first), deltas(second), deltas(tmp_path / "soup")
+    for a, b, s in zip(d1, d2, ds):
+        assert not torch.allclose(a, b)
+        torch.testing.assert_close(s, 0.3 * a + 0.7 * b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="weight"):
+        soup(first, second, 1.5, tmp_path / "bad")
+
+
+def test_soup_of_two_runs_writes_a_run_that_ship_takes(tmp_path):
+    from lora_helpers import write_random_lora
+    from training.ship import ship
+    from training.soup import soup_runs
+
+    runs = []
+    for seed, epochs in ((1, 1), (2, 2)):
+        run = tmp_path / f"run{epochs}"
+        write_random_lora(run / "adapter", seed=seed)
+        cfg = asdict(TrainConfig(output_dir=str(run), epochs=epochs, template_id="paper-v1+examples2+sim",
+                                 max_findings_words=60))
+        (run / "summary.json").write_text(json.dumps({
+            "config": cfg, "train_reports": 10, "clean_rules": "as released", "prompt_template": "x", "steps": epochs,
+            "steps_per_epoch": 1, "epochs": epochs, "train_seconds": 1.0, "seconds_per_epoch": 1.0,
+            "tokens_per_s": 5.0, "final_loss": 1.0, "device": "cpu", "bf16": False}))
+        runs.append(run)
+    summary = soup_runs(*runs, 0.5, tmp_path / "soup", dtype="float16")
+    assert (summary["steps"], summary["soup"]["weights"]) == (3, [0.5, 0.5])
+    manifest = ship(tmp_path / "soup", {}, tmp_path / "model", "paper-v1+examples2+sim+fwords60+select5+len3")
+    assert manifest["prompt_template"] == "paper-v1+examples2+sim+fwords60+select5+len3"
+    assert [r["epochs"] for r in manifest["training"]["soup"]["runs"]] == [1, 2]
+    assert json.loads((tmp_path / "model" / "adapter_config.json").read_text())["r"] == 16  # 2 x 8
+
+    cfg = json.loads((runs[1] / "summary.json").read_text())
+    cfg["config"]["learning_rate"] = 1.0
+    (runs[1] / "summary.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="learning_rate"):
+        soup_runs(*runs, 0.5, tmp_path / "bad")
