@@ -133,6 +133,11 @@ class GenerationParams:
     top_p: float | None = None
     seed: int = 0
     repetition_penalty: float | None = None
+    # Greedy decoding ends a draft when the end-of-turn token is the most likely next token, even if the model
+    # gives it little probability (the many ways to go on split the rest). With this set (a template's
+    # ``+end<pct>``), the draft ends only when the end of turn has at least this probability; otherwise the most
+    # likely other token is taken. Drafts get longer, never shorter (the greedy draft is always their prefix).
+    end_threshold: float | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -129,6 +129,9 @@ class Drafter:
         self.generator = generator
         self.mode = mode
         self.template = template
+        # the template's decoding policy (+end<pct>) travels with every request, so each draft records it
+        if template.end_threshold_pct and params.end_threshold is None:
+            params = replace(params, end_threshold=template.end_threshold_pct / 100)
         self.params = params
         self.output_status = output_status
         self.examples = examples

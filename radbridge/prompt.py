@@ -68,8 +68,14 @@ class PromptTemplate:
     # so a signed impression much shorter (or longer) than the model's draft must agree much better to replace it.
     # Selection otherwise favours short boilerplate and writes shorter than the radiologists (docs/model-results.md).
     select_length_tenths: int = 0
+    # Decoding policy ``+end<pct>``, not prompt text: the draft ends only when the model gives the end of turn at
+    # least pct % probability (GenerationParams.end_threshold; the Drafter applies it, backends that cannot
+    # are refused at startup).
+    end_threshold_pct: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.end_threshold_pct < 100:
+            raise ValueError(f"+end<pct> takes a percentage below 100, not {self.end_threshold_pct}")
         if self.copy_normal and self.select_from:
             raise ValueError("+copynormal and +select are two wording policies: a template has one at most")
         if self.select_length_tenths and not self.select_from:
@@ -100,14 +106,17 @@ class PromptTemplate:
             flags += f"+select{self.select_from}"
         if self.select_length_tenths:
             flags += f"+len{self.select_length_tenths}"
+        if self.end_threshold_pct:
+            flags += f"+end{self.end_threshold_pct}"
         return f"{self.name}-v{self.version}{flags}"
 
     @property
     def without_policy(self) -> "PromptTemplate":
-        """The same prompts with no wording policy: what the model was trained on when this one serves it."""
+        """The same prompts with no wording or decoding policy: what the model was trained on when this one serves
+        it."""
         from dataclasses import replace
 
-        return replace(self, copy_normal=False, select_from=0, select_length_tenths=0)
+        return replace(self, copy_normal=False, select_from=0, select_length_tenths=0, end_threshold_pct=0)
 
     @property
     def rules(self) -> CleanRules:
@@ -138,13 +147,14 @@ class PromptTemplate:
             copy_normal="copynormal" in named,
             select_from=named.get("select", 0),
             select_length_tenths=named.get("len", 0),
+            end_threshold_pct=named.get("end", 0),
         )
 
 
 # (flag, takes a number)
 _FLAGS = {("indication", False), ("comparison", False), ("examples", True), ("exwords", True), ("sim", False),
           ("fwords", True), ("dropxxxx", False), ("dropprior", False), ("copynormal", False), ("select", True),
-          ("len", True)}
+          ("len", True), ("end", True)}
 
 
 DEFAULT_TEMPLATE = PromptTemplate()

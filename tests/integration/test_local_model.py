@@ -14,6 +14,7 @@ from radbridge.adapters.model.local import (
     GGUF_FILE,
     LocalGenerator,
     RowRequest,
+    Sampling,
     file_sha256,
     smollm2_folder,
 )
@@ -86,6 +87,29 @@ def test_per_row_stop_sequences_and_limits(generator):
     stop = free.text.split()[1]  # a word the model is known to write in this position
     [stopped] = generator.model.generate([RowRequest(prompt, 12, stop=(stop,))])
     assert stopped.finish_reason == "stop_sequence" and stopped.text.endswith(stop)  # kept, as TGI does
+
+
+def test_end_threshold_only_lengthens_drafts_that_ended_unsure(generator):
+    """GenerationParams.end_threshold: the greedy draft is a prefix; a draft ends only on a confident end of turn."""
+    import math
+
+    prompts = [render(build(DEFAULT_TEMPLATE, r["findings"])) for r in openi_reports(3)]
+    rows = [RowRequest(p, 96, "radiology") for p in prompts]
+    greedy = generator.model.generate(rows)
+    held = generator.model.generate(rows, Sampling(end_threshold=0.999))
+    unsure = 0
+    for g, h in zip(greedy, held):
+        assert [t.id for t in h.tokens[: len(g.tokens) - 1]] == [t.id for t in g.tokens[:-1]]
+        if g.finish_reason == "eos_token" and math.exp(g.tokens[-1].logprob) < 0.999:
+            unsure += 1
+            assert len(h.tokens) > len(g.tokens) and h.tokens[len(g.tokens) - 1].id != g.tokens[-1].id
+        if h.finish_reason == "eos_token":
+            assert math.exp(h.tokens[-1].logprob) >= 0.999  # it ended only when sure (the model's own logprob)
+    assert unsure, "no greedy draft ended on an unsure end of turn: the check above did not run"
+    # through the Generator port, as the Drafter calls it
+    texts = generator.generate([build(DEFAULT_TEMPLATE, openi_reports(1)[0]["findings"])],
+                               GenerationParams(max_new_tokens=96, end_threshold=0.999))
+    assert texts[0].text.startswith(greedy[0].text.strip()[:20])
 
 
 def _manifest(folder: Path, adapter: Path, **overrides) -> Path:

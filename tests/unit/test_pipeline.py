@@ -215,3 +215,34 @@ def test_select_shows_the_nearest_examples_records_the_wording_and_says_so_in_th
     assert draft.extra["wording"] == "selected-example" and draft.model_text
     note = build_oru(draft, recorded=datetime(2024, 1, 1, tzinfo=timezone.utc)).decode()
     assert "agreed best with the others and with the findings" in note
+
+
+def test_the_templates_end_threshold_travels_with_every_request():
+    seen = []
+
+    class Recording(InstantGenerator):
+        def generate(self, prompts, params):
+            seen.append(params)
+            return super().generate(prompts, params)
+
+    template = PromptTemplate.from_id("paper-v1+end90")
+    assert template.end_threshold_pct == 90 and template.without_policy == PromptTemplate()
+    drafter = Drafter(Recording(), template=template)
+    assert drafter.params.end_threshold == 0.9
+    [out] = drafter.process([Envelope(hl7())])
+    assert seen and seen[0].end_threshold == 0.9
+    assert out.drafts[0].params.end_threshold == 0.9  # the draft records how it was decoded
+    assert Drafter(InstantGenerator()).params.end_threshold is None
+    with pytest.raises(ValueError, match="percentage"):
+        PromptTemplate.from_id("paper-v1+end100")
+
+
+@pytest.mark.parametrize("backend", ["tgi", "openai"])
+def test_a_remote_backend_is_refused_a_template_it_cannot_decode_as_measured(backend):
+    from radbridge.bootstrap import build_drafter
+    from radbridge.errors import ConfigurationError
+    from radbridge.settings import Settings
+
+    settings = Settings(backend=backend, model_url="http://127.0.0.1:9", prompt_template="paper-v1+end90")
+    with pytest.raises(ConfigurationError, match=r"\+end90.*local backend"):
+        build_drafter(settings)

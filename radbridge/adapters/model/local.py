@@ -97,12 +97,14 @@ class Sampling:
     top_k: int | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
+    end_threshold: float | None = None  # GenerationParams.end_threshold
 
     @classmethod
     def from_params(cls, params: GenerationParams) -> "Sampling":
         if not params.do_sample:
-            return cls(repetition_penalty=params.repetition_penalty)
-        return cls(True, params.temperature, params.top_p, None, params.repetition_penalty, params.seed)
+            return cls(repetition_penalty=params.repetition_penalty, end_threshold=params.end_threshold)
+        return cls(True, params.temperature, params.top_p, None, params.repetition_penalty, params.seed,
+                   params.end_threshold)
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,10 @@ class LocalModel:
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=config,
-                logits_processor=LogitsProcessorList([tracker.recorder]),
+                # the recorder first: a token's logprob is the model's own, before the end threshold acts
+                logits_processor=LogitsProcessorList(
+                    [tracker.recorder]
+                    + ([_EndThreshold(tok.eos_token_id, sampling.end_threshold)] if sampling.end_threshold else [])),
                 stopping_criteria=StoppingCriteriaList([tracker.criteria]),
                 **extra,
             )
@@ -385,6 +390,25 @@ class LocalModel:
                 row.append(TokenInfo(tid, self._tokenizer.decode([tid]), lp, tid in special))
             out.append(row)
         return out
+
+
+def _EndThreshold(eos_id: int, threshold: float):
+    """A logits processor: where the end-of-turn token is the most likely next token but has less than
+    ``threshold`` probability, it is taken out of the running, so the most likely other token is chosen
+    (GenerationParams.end_threshold). Rows whose end of turn is certain enough, or not the best, are untouched."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class EndThreshold(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            probs = torch.softmax(scores.float(), dim=-1)
+            block = (scores.argmax(dim=-1) == eos_id) & (probs[:, eos_id] < threshold)
+            if bool(block.any()):
+                scores = scores.clone()
+                scores[block, eos_id] = float("-inf")
+            return scores
+
+    return EndThreshold()
 
 
 class _Tracker:
