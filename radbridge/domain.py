@@ -135,8 +135,9 @@ class GenerationParams:
     repetition_penalty: float | None = None
     # Greedy decoding ends a draft when the end-of-turn token is the most likely next token, even if the model
     # gives it little probability (the many ways to go on split the rest). With this set (a template's
-    # ``+end<pct>``), the draft ends only when the end of turn has at least this probability; otherwise the most
-    # likely other token is taken. Drafts get longer, never shorter (the greedy draft is always their prefix).
+    # ``+end<pct>``), the draft's first such end is held when it has less than this probability: the most likely
+    # other token is taken instead, and the next end is final. Drafts get longer, never shorter (the greedy draft
+    # is always their prefix).
     end_threshold: float | None = None
 
     def as_dict(self) -> dict:

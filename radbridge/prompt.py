@@ -68,9 +68,9 @@ class PromptTemplate:
     # so a signed impression much shorter (or longer) than the model's draft must agree much better to replace it.
     # Selection otherwise favours short boilerplate and writes shorter than the radiologists (docs/model-results.md).
     select_length_tenths: int = 0
-    # Decoding policy ``+end<pct>``, not prompt text: the draft ends only when the model gives the end of turn at
-    # least pct % probability (GenerationParams.end_threshold; the Drafter applies it, backends that cannot
-    # are refused at startup).
+    # Decoding policy ``+end<pct>``, not prompt text: the draft's first end is held (it goes on) when the model
+    # gives the end of turn less than pct % probability (GenerationParams.end_threshold; the Drafter sends it,
+    # backends that cannot apply it are refused at startup).
     end_threshold_pct: int = 0
 
     def __post_init__(self) -> None:

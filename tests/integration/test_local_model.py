@@ -89,8 +89,8 @@ def test_per_row_stop_sequences_and_limits(generator):
     assert stopped.finish_reason == "stop_sequence" and stopped.text.endswith(stop)  # kept, as TGI does
 
 
-def test_end_threshold_only_lengthens_drafts_that_ended_unsure(generator):
-    """GenerationParams.end_threshold: the greedy draft is a prefix; a draft ends only on a confident end of turn."""
+def test_end_threshold_holds_only_a_drafts_first_unsure_end(generator):
+    """GenerationParams.end_threshold: the greedy draft is a prefix; its end is held once if the model was unsure."""
     import math
 
     prompts = [render(build(DEFAULT_TEMPLATE, r["findings"])) for r in openi_reports(3)]
@@ -103,13 +103,35 @@ def test_end_threshold_only_lengthens_drafts_that_ended_unsure(generator):
         if g.finish_reason == "eos_token" and math.exp(g.tokens[-1].logprob) < 0.999:
             unsure += 1
             assert len(h.tokens) > len(g.tokens) and h.tokens[len(g.tokens) - 1].id != g.tokens[-1].id
-        if h.finish_reason == "eos_token":
-            assert math.exp(h.tokens[-1].logprob) >= 0.999  # it ended only when sure (the model's own logprob)
+        else:
+            assert [t.id for t in h.tokens] == [t.id for t in g.tokens]  # a sure end (or none) is never held
     assert unsure, "no greedy draft ended on an unsure end of turn: the check above did not run"
     # through the Generator port, as the Drafter calls it
     texts = generator.generate([build(DEFAULT_TEMPLATE, openi_reports(1)[0]["findings"])],
                                GenerationParams(max_new_tokens=96, end_threshold=0.999))
     assert texts[0].text.startswith(greedy[0].text.strip()[:20])
+
+
+def test_end_threshold_holds_each_rows_end_once():
+    import torch
+
+    from radbridge.adapters.model.local import _EndThreshold
+
+    eos = 2
+    rule = _EndThreshold(eos, 0.9, rows=2)
+
+    def scores(p_eos_row0: float, p_eos_row1: float) -> torch.Tensor:
+        probs = torch.full((2, 5), 0.0)
+        for row, p in enumerate((p_eos_row0, p_eos_row1)):
+            probs[row] = torch.tensor([(1 - p) * 0.7, (1 - p) * 0.3, p, 0.0, 0.0]) + 1e-6
+        return probs.log()
+
+    first = rule(None, scores(0.6, 0.95))
+    assert first[0].argmax() == 0 and first[0, eos] == float("-inf")  # unsure: held, the best other token
+    assert first[1].argmax() == eos  # sure: ends
+    second = rule(None, scores(0.6, 0.6))
+    assert second[0].argmax() == eos  # row 0 was held once: this end is final
+    assert second[1, eos] == float("-inf")  # row 1's first unsure end
 
 
 def _manifest(folder: Path, adapter: Path, **overrides) -> Path:

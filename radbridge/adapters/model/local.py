@@ -349,7 +349,8 @@ class LocalModel:
                 # the recorder first: a token's logprob is the model's own, before the end threshold acts
                 logits_processor=LogitsProcessorList(
                     [tracker.recorder]
-                    + ([_EndThreshold(tok.eos_token_id, sampling.end_threshold)] if sampling.end_threshold else [])),
+                    + ([_EndThreshold(tok.eos_token_id, sampling.end_threshold, len(rows))]
+                       if sampling.end_threshold else [])),
                 stopping_criteria=StoppingCriteriaList([tracker.criteria]),
                 **extra,
             )
@@ -392,18 +393,22 @@ class LocalModel:
         return out
 
 
-def _EndThreshold(eos_id: int, threshold: float):
-    """A logits processor: where the end-of-turn token is the most likely next token but has less than
-    ``threshold`` probability, it is taken out of the running, so the most likely other token is chosen
-    (GenerationParams.end_threshold). Rows whose end of turn is certain enough, or not the best, are untouched."""
+def _EndThreshold(eos_id: int, threshold: float, rows: int):
+    """A logits processor for GenerationParams.end_threshold: the first time a row's most likely next token is the
+    end of turn while the model gives it less than ``threshold`` probability, the end is taken out of the running,
+    so the most likely other token is chosen; a row's later ends are left alone (holding every unsure end let
+    drafts run on as ". . . ." to the token limit: docs/model-results.md). One instance per generate call."""
     import torch
     from transformers import LogitsProcessor
+
+    held = torch.zeros(rows, dtype=torch.bool)
 
     class EndThreshold(LogitsProcessor):
         def __call__(self, input_ids, scores):
             probs = torch.softmax(scores.float(), dim=-1)
-            block = (scores.argmax(dim=-1) == eos_id) & (probs[:, eos_id] < threshold)
+            block = (scores.argmax(dim=-1) == eos_id) & (probs[:, eos_id] < threshold) & ~held.to(scores.device)
             if bool(block.any()):
+                held.logical_or_(block.cpu())
                 scores = scores.clone()
                 scores[block, eos_id] = float("-inf")
             return scores
