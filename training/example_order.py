@@ -19,14 +19,12 @@ Never run on the confirm part.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from radbridge.evaluation import PipelineDrafter
 from radbridge.labeler import abnormal
 from radbridge.prompt import Example
 
 from .goals import read_drafts
-from .length_policies import print_table
+from .length_policies import print_table, tune_args, tune_drafter
 
 ORDERS = ("nearest", "match", "long")
 
@@ -57,23 +55,12 @@ class ReRanked:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--adapter", required=True)
-    ap.add_argument("--template", required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--train", type=Path, required=True, help="the signed reports examples come from")
+    tune_args(ap, "the served template (its wording policy is applied too)")
     ap.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
-    ap.add_argument("--baseline", type=Path, help="results file to compare ROUGE-L against (e.g. retrieval)")
-    ap.add_argument("--resamples", type=int, default=1000)
     args = ap.parse_args(argv)
-    from radbridge.bootstrap import build_drafter
-    from radbridge.evaluation import read_records
-    from radbridge.settings import Settings
+    from radbridge.evaluation import PipelineDrafter
 
-    if "confirm" in args.data.name:
-        raise SystemExit("example_order: tune part only (the confirm part is looked at once, by training.goals)")
-    records = read_records(args.data)
-    drafter = build_drafter(Settings(backend="local", adapter=args.adapter, prompt_template=args.template,
-                                     examples_file=args.train, local_batch_size=8, batch_size=8))
+    records, drafter = tune_drafter("example_order", args)
     nearest = drafter.examples
     policies: dict[str, list[str]] = {}
     for order in args.orders:

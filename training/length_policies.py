@@ -120,6 +120,29 @@ def tune_drafts(tool: str, results: Path, data: Path) -> tuple[list[dict], list[
     return records, [r.get("model_draft", r["draft"]) for r in rows]
 
 
+def tune_args(ap: argparse.ArgumentParser, template_help: str) -> None:
+    """The arguments of the tools that draft the tune part with one adapter (``tune_drafter``)."""
+    ap.add_argument("--adapter", required=True)
+    ap.add_argument("--template", required=True, help=template_help)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--train", type=Path, required=True, help="the signed reports examples come from")
+    ap.add_argument("--baseline", type=Path, help="results file to compare ROUGE-L against (e.g. retrieval)")
+    ap.add_argument("--resamples", type=int, default=1000)
+
+
+def tune_drafter(tool: str, args: argparse.Namespace):
+    """The reports of ``args.data``, a tune part (the confirm part is refused), and the pipeline's Drafter for
+    ``args.adapter`` with ``args.template`` on the local backend, as ``radbridge eval`` builds it."""
+    if "confirm" in args.data.name:
+        raise SystemExit(f"{tool}: tune part only (the confirm part is looked at once, by training.goals)")
+    from radbridge.bootstrap import build_drafter
+    from radbridge.settings import Settings
+
+    drafter = build_drafter(Settings(backend="local", adapter=args.adapter, prompt_template=args.template,
+                                     examples_file=args.train, local_batch_size=8, batch_size=8))
+    return read_records(args.data), drafter
+
+
 def print_table(policies: dict[str, list[str]], records: list[dict], baseline: dict | None, resamples: int) -> None:
     """One line per policy (its drafts in ``records``' order): ROUGE-L, clinical F1, laterality errors, words, the
     ratio to the references' words, R-L + 0.25 x F1, and with ``baseline`` (uid -> draft) the paired difference."""

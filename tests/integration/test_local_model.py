@@ -118,7 +118,11 @@ def test_end_threshold_holds_each_rows_end_once():
     from radbridge.adapters.model.local import _EndThreshold
 
     eos = 2
-    rule = _EndThreshold(eos, 0.9, rows=2)
+
+    class Tokenizer:  # the processor reads the end-of-turn id off the tokenizer
+        eos_token_id = eos
+
+    rule = _EndThreshold(Tokenizer(), 0.9, rows=2)
 
     def scores(p_eos_row0: float, p_eos_row1: float) -> torch.Tensor:
         probs = torch.full((2, 5), 0.0)

@@ -349,7 +349,7 @@ class LocalModel:
                 # the recorder first: a token's logprob is the model's own, before the end threshold acts
                 logits_processor=LogitsProcessorList(
                     [tracker.recorder]
-                    + ([_EndThreshold(tok.eos_token_id, sampling.end_threshold, len(rows))]
+                    + ([_EndThreshold(tok, sampling.end_threshold, len(rows))]
                        if sampling.end_threshold else [])),
                 stopping_criteria=StoppingCriteriaList([tracker.criteria]),
                 **extra,
@@ -393,24 +393,35 @@ class LocalModel:
         return out
 
 
-def _EndThreshold(eos_id: int, threshold: float, rows: int):
-    """A logits processor for GenerationParams.end_threshold: the first time a row's most likely next token is the
-    end of turn while the model gives it less than ``threshold`` probability, the end is taken out of the running,
-    so the most likely other token is chosen; a row's later ends are left alone (holding every unsure end let
-    drafts run on as ". . . ." to the token limit: docs/model-results.md). One instance per generate call."""
+def _EndThreshold(tokenizer, threshold: float, rows: int, *, holds: int | None = 1, word_only: bool = False):
+    """A logits processor for GenerationParams.end_threshold: when a row's most likely next token is the end of turn
+    but the model gives it less than ``threshold`` probability, the end is taken out of the running, so the most
+    likely other token is chosen. The service holds a row's first such end only (``holds`` 1): holding every one
+    let drafts run on as ". . . ." to the token limit (docs/model-results.md, where ``training.end_rules`` measures
+    the other settings: ``holds`` None = every end, ``word_only`` = only when the other token has a letter or digit).
+    One instance per generate call."""
     import torch
     from transformers import LogitsProcessor
 
-    held = torch.zeros(rows, dtype=torch.bool)
+    eos_id = tokenizer.eos_token_id
+    held = torch.zeros(rows, dtype=torch.long)
+    wordy = (torch.tensor([any(c.isalnum() for c in tokenizer.decode([i])) for i in range(len(tokenizer))])
+             if word_only else None)
 
     class EndThreshold(LogitsProcessor):
         def __call__(self, input_ids, scores):
             probs = torch.softmax(scores.float(), dim=-1)
-            block = (scores.argmax(dim=-1) == eos_id) & (probs[:, eos_id] < threshold) & ~held.to(scores.device)
+            block = ((scores.argmax(dim=-1) == eos_id) & (probs[:, eos_id] < threshold)).cpu()
+            if holds is not None:
+                block &= held < holds
+            if wordy is not None:
+                others = scores.clone()
+                others[:, eos_id] = float("-inf")
+                block &= wordy[others.argmax(dim=-1).cpu().clamp(max=len(wordy) - 1)]
             if bool(block.any()):
-                held.logical_or_(block.cpu())
+                held.add_(block.long())
                 scores = scores.clone()
-                scores[block, eos_id] = float("-inf")
+                scores[block.to(scores.device), eos_id] = float("-inf")
             return scores
 
     return EndThreshold()
