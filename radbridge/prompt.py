@@ -296,7 +296,8 @@ SELECT_DRAFT_WEIGHT = 1.0
 SELECT_FINDINGS_WEIGHT = 1.0
 
 
-def select(draft: str, candidates: Sequence[Example], findings: str, *, length_weight: float = 0.0) -> Example | None:
+def select(draft: str, candidates: Sequence[Example], findings: str, *, length_weight: float = 0.0,
+           expected_words: float | None = None) -> Example | None:
     """The signed report among ``candidates`` whose impression should replace ``draft``, or None to keep the draft.
 
     Minimum-Bayes-risk selection with a clinical term: each candidate text (the draft and every candidate's
@@ -304,14 +305,15 @@ def select(draft: str, candidates: Sequence[Example], findings: str, *, length_w
     times the F1 between the abnormal observations it names and those the findings assert (both empty: 1). The
     best one wins; ties keep the draft. A candidate impression that puts an observation on a side the findings
     never mention (radbridge.verify) is not considered: copied wording must not bring a laterality error.
-    ``length_weight`` (``+len<n>``) subtracts that times |log((words + 1) / (draft words + 1))| from each utility.
+    ``length_weight`` (``+len<n>``) subtracts that times |log((words + 1) / (expected + 1))| from each utility, the
+    expected length being the draft's own unless ``expected_words`` says otherwise (training.length_policies).
     """
     pool = selectable(candidates, findings)
     if not pool:
         return None
     texts = [draft] + [ex.impression.strip() for ex in pool]
     asserted = abnormal(findings)
-    expected = len(draft.split()) + 1
+    expected = (len(draft.split()) if expected_words is None else expected_words) + 1
 
     def bonus(text: str) -> float:
         length = abs(math.log((len(text.split()) + 1) / expected)) if length_weight else 0.0

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from radbridge.evaluation import read_records, score
-from radbridge.labeler import abnormal, label
-from radbridge.prompt import SELECT_DRAFT_WEIGHT, SELECT_FINDINGS_WEIGHT, findings_agreement, most_agreed, selectable
+from radbridge.labeler import label
+from radbridge.prompt import select
 from radbridge.retrieval import Retriever
 from radbridge.textclean import sentences
 from radbridge.verify import FlagKind, check
@@ -43,18 +42,9 @@ def words(text: str) -> int:
 
 
 def select_with_length(draft: str, candidates, findings: str, k: int, lam: float, expected: float) -> str:
-    """``+select<k>`` (radbridge.prompt.select, its weights) with a length term in the utility."""
-    pool = selectable(candidates[:k], findings)
-    if not pool:
-        return draft
-    texts = [draft] + [ex.impression.strip() for ex in pool]
-    asserted = abnormal(findings)
-
-    def bonus(text: str) -> float:
-        return (SELECT_FINDINGS_WEIGHT * findings_agreement(text, asserted)
-                - lam * abs(math.log((words(text) + 1) / (expected + 1))))
-
-    return texts[most_agreed(texts, [SELECT_DRAFT_WEIGHT] + [ex.similarity or 0.0 for ex in pool], bonus)]
+    """``+select<k>`` (radbridge.prompt.select, its weights) with a length term in the utility around ``expected``."""
+    chosen = select(draft, candidates[:k], findings, length_weight=lam, expected_words=expected)
+    return draft if chosen is None else chosen.impression.strip()
 
 
 def complete(draft: str, findings: str, *, severe_only: bool, at_most: int, replace: bool) -> str:
@@ -135,12 +125,17 @@ def tune_drafter(tool: str, args: argparse.Namespace):
     ``args.adapter`` with ``args.template`` on the local backend, as ``radbridge eval`` builds it."""
     if "confirm" in args.data.name:
         raise SystemExit(f"{tool}: tune part only (the confirm part is looked at once, by training.goals)")
+    return read_records(args.data), local_drafter(args.adapter, args.template, args.train)
+
+
+def local_drafter(adapter: str, template: str, train: Path, batch_size: int = 8):
+    """The pipeline's Drafter for ``adapter`` with ``template`` on the local backend, examples from ``train``, as
+    ``radbridge eval`` builds it (the model loads on first use)."""
     from radbridge.bootstrap import build_drafter
     from radbridge.settings import Settings
 
-    drafter = build_drafter(Settings(backend="local", adapter=args.adapter, prompt_template=args.template,
-                                     examples_file=args.train, local_batch_size=8, batch_size=8))
-    return read_records(args.data), drafter
+    return build_drafter(Settings(backend="local", adapter=adapter, prompt_template=template, examples_file=train,
+                                  local_batch_size=batch_size, batch_size=batch_size))
 
 
 def print_table(policies: dict[str, list[str]], records: list[dict], baseline: dict | None, resamples: int) -> None:

@@ -30,18 +30,13 @@ from radbridge.prompt import SELECT_FINDINGS_WEIGHT, findings_agreement, most_ag
 from radbridge.retrieval import Retriever
 
 from .goals import read_drafts
-from .length_policies import print_table, tune_drafts
+from .length_policies import local_drafter, print_table, tune_drafts
 
 
 def sample_drafts(records: list[dict], *, adapter: str, template: str, train: Path, n: int, temperature: float,
                   top_p: float | None, batch_size: int = 8) -> list[list[str]]:
     """``n`` sampled model drafts per record (seeds 1..n), through the pipeline's Drafter as ``radbridge eval``."""
-    from radbridge.bootstrap import build_drafter
-    from radbridge.settings import Settings
-
-    settings = Settings(backend="local", adapter=adapter, prompt_template=template, examples_file=train,
-                        local_batch_size=batch_size, batch_size=batch_size)
-    drafter = build_drafter(settings)
+    drafter = local_drafter(adapter, template, train, batch_size)
     if drafter.template.select_from or drafter.template.copy_normal:
         raise SystemExit("sampled_select: --template must have no wording policy (the model's own drafts are wanted)")
     greedy = drafter.params

@@ -410,8 +410,11 @@ def _EndThreshold(tokenizer, threshold: float, rows: int, *, holds: int | None =
 
     class EndThreshold(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            probs = torch.softmax(scores.float(), dim=-1)
-            block = ((scores.argmax(dim=-1) == eos_id) & (probs[:, eos_id] < threshold)).cpu()
+            ending = scores.argmax(dim=-1) == eos_id
+            if not bool(ending.any()):
+                return scores  # most steps: no row would end, nothing to weigh
+            p_end = torch.softmax(scores.float(), dim=-1)[:, eos_id]
+            block = (ending & (p_end < threshold)).cpu()
             if holds is not None:
                 block &= held < holds
             if wordy is not None:
