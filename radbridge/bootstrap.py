@@ -134,11 +134,12 @@ def build_scope(settings: Settings) -> Scope:
 
 def build_drafter(settings: Settings, generator: Generator | None = None) -> Drafter:
     template = prompt_template(settings)
-    if template.end_threshold_pct and settings.backend in ("tgi", "openai"):
-        # TGI's and the OpenAI API's requests have no such setting: drafts would silently end earlier than measured
+    if template.end_threshold_pct and settings.backend == "openai":
+        # The chat API cannot continue a half-written answer, so the end rule cannot be applied from outside
+        # (TGI's /generate can: adapters/model/tgi.py). Drafts would silently end earlier than measured.
         raise ConfigurationError(
             f"prompt template {template.id} ends drafts by the end-of-turn probability (+end{template.end_threshold_pct}), "
-            f"which backend {settings.backend} cannot apply: use the local backend, or a template without +end"
+            f"which backend {settings.backend} cannot apply: use the local or tgi backend, or a template without +end"
         )
     return Drafter(
         generator or build_generator(settings),

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from huggingface_hub import InferenceClient
 
-from radbridge.adapters.model.local import BASE_MODEL_ID, LocalModel, RowRequest
+from radbridge import samples
+from radbridge.adapters.model.local import BASE_MODEL_ID, LocalModel, RowRequest, Sampling
 from radbridge.adapters.model.openai import OpenAIGenerator
 from radbridge.adapters.model.tgi import TgiGenerator
 from radbridge.adapters.model.server import ServerConfig, create_app
@@ -62,6 +63,34 @@ def test_tgi_generator_matches_the_in_process_model(server):
     assert [g.text for g in out] == [r.text.strip() for r in direct]
     assert all(g.text and g.finish_reason in ("length", "eos_token") for g in out)
     assert [g.generated_tokens for g in out] == [len(r.tokens) for r in direct]
+
+
+def test_tgi_end_rule_gives_the_in_process_rules_drafts(server):
+    """+end<pct> through TGI's API (top_n_tokens, then a continuation request; adapters/model/tgi.py) writes the
+    same drafts as the local backend's logits processor, on real OpenI findings, with at least one end held."""
+    reports = [r for r in samples.openi_reports() if len(r.get("findings", "").split()) >= 10][:4]
+    prompts = [build(DEFAULT_TEMPLATE, r["findings"]) for r in reports]
+    params = GenerationParams(max_new_tokens=96, end_threshold=0.9)
+    remote = TgiGenerator(server.url, adapter="radiology", concurrency=2).generate(prompts, params)
+    rows = [RowRequest(render(p), 96, "radiology", STOP_SEQUENCES["chatml"]) for p in prompts]
+    greedy = server.model.generate(rows)
+    held = server.model.generate(rows, Sampling(end_threshold=0.9))
+    assert any(g.finish_reason == "eos_token" and len(h.tokens) > len(g.tokens) for g, h in zip(greedy, held))
+    assert [g.text for g in remote] == [h.text.strip() for h in held]
+    assert [g.generated_tokens for g in remote] == [len(h.tokens) for h in held]
+
+
+def test_top_n_tokens_are_the_models_most_likely_tokens(server):
+    request = {"inputs": render(PROMPTS[0]), "parameters": {"max_new_tokens": 4, "details": True, "top_n_tokens": 3,
+                                                          "adapter_id": "radiology"}}
+    details = httpx.post(f"{server.url}/generate", json=request, timeout=120).json()["details"]
+    assert len(details["top_tokens"]) == len(details["tokens"]) == details["generated_tokens"]
+    for chosen, top in zip(details["tokens"], details["top_tokens"]):
+        assert len(top) == 3 and [t["logprob"] for t in top] == sorted((t["logprob"] for t in top), reverse=True)
+        assert top[0]["id"] == chosen["id"] and top[0]["logprob"] == pytest.approx(chosen["logprob"])  # greedy
+    too_many = dict(request, parameters=dict(request["parameters"], top_n_tokens=6))
+    answer = httpx.post(f"{server.url}/generate", json=too_many, timeout=120)
+    assert answer.status_code == 422 and "top_n_tokens" in answer.json()["error"]
 
 
 def test_stream_gives_the_same_tokens_as_generate_one_event_each(server):

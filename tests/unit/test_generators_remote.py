@@ -4,6 +4,7 @@ adapter check; and the bounded retry CLI commands wrap them in."""
 from __future__ import annotations
 
 import json
+import math
 import logging
 import threading
 import time
@@ -446,3 +447,76 @@ def test_the_model_api_key_goes_with_every_request_of_both_backends(serve):
     OpenAIGenerator(srv.url, api_key="k-9").generate(prompts("Lungs clear."), GenerationParams(max_new_tokens=4))
     assert srv.auth and set(srv.auth) == {"Bearer k-9"}
     assert "k-9" not in repr(TgiGenerator(srv.url, api_key="k-9"))
+
+
+def _ended(text: str, end_logprob: float, *, alternative: dict | None = None, finish: str = "eos_token",
+           tokens: int = 4) -> dict:
+    """A TGI answer asked with top_n_tokens 2 whose last step is the end of turn (or ``finish``)."""
+    end = {"id": 2, "text": "<|im_end|>", "logprob": end_logprob, "special": True}
+    other = alternative or {"id": 17, "text": " with", "logprob": end_logprob - 0.3, "special": False}
+    return {
+        "generated_text": text,
+        "details": {"finish_reason": finish, "generated_tokens": tokens, "seed": None, "prefill": [],
+                    "tokens": [{"id": 5, "text": "x", "logprob": -0.2, "special": False}] * (tokens - 1) + [end],
+                    "top_tokens": [[]] * (tokens - 1) + [[end, other]]},
+    }
+
+
+def _end_rule_server(serve, first: dict):
+    """Answers the first request with ``first`` and any continuation with ' effusion.' ended surely."""
+    def script(m, p, b):
+        if b["parameters"].get("top_n_tokens"):
+            return 200, first, 0
+        return 200, {"generated_text": " effusion.", "details": {
+            "finish_reason": "eos_token", "generated_tokens": 3, "seed": None, "prefill": [],
+            "tokens": [{"id": 2, "text": "<|im_end|>", "logprob": -0.01, "special": True}]}}, 0
+    return serve(script)
+
+
+def test_tgi_holds_an_unsure_end_once_and_continues_the_draft(serve):
+    """+end<pct> on TGI: an end of turn given under the threshold is replaced by the step's next most likely
+    token and the draft goes on from the prompt plus the text so far, with the rule off (one hold, as locally)."""
+    import math
+
+    srv = _end_rule_server(serve, _ended("Small left pleural", math.log(0.6)))
+    gen = TgiGenerator(srv.url, adapter="radiology")
+    [out] = gen.generate(prompts("x"), GenerationParams(max_new_tokens=32, end_threshold=0.9))
+    assert out.text == "Small left pleural with effusion."
+    assert out.finish_reason == "eos_token" and out.generated_tokens == 4 + 3
+    first, second = srv.posts("/generate")
+    for body in (first, second):
+        CONTRACT.validate("GenerateRequest", body)
+    prompt = render(prompts("x")[0], "chatml")
+    assert first["inputs"] == prompt and first["parameters"]["top_n_tokens"] == 2
+    assert second["inputs"] == prompt + "Small left pleural with"
+    assert not second["parameters"].get("top_n_tokens") and second["parameters"]["max_new_tokens"] == 32 - 4
+    assert second["parameters"]["adapter_id"] == "radiology" and second["parameters"]["do_sample"] is False
+
+
+@pytest.mark.parametrize("first", [
+    _ended("No acute disease.", math.log(0.95)),  # a sure end is final
+    _ended("No acute disease", math.log(0.3), finish="stop_sequence"),  # only an end of turn is weighed
+    _ended("No acute disease", math.log(0.3), finish="length"),
+    _ended("No acute disease.", math.log(0.3),  # the other choice is a special token too: the end stands
+           alternative={"id": 1, "text": "<|im_start|>", "logprob": -2.0, "special": True}),
+], ids=["sure", "stop-sequence", "length", "special-alternative"])
+def test_tgi_keeps_an_end_the_rule_does_not_hold(serve, first):
+    srv = _end_rule_server(serve, first)
+    [out] = TgiGenerator(srv.url).generate(prompts("x"), GenerationParams(max_new_tokens=32, end_threshold=0.9))
+    assert out.text == first["generated_text"] and out.finish_reason == first["details"]["finish_reason"]
+    assert len(srv.posts("/generate")) == 1
+
+
+def test_tgi_end_rule_at_the_token_limit_ends_on_the_held_token(serve):
+    import math
+
+    srv = _end_rule_server(serve, _ended("Small left pleural", math.log(0.6), tokens=8))
+    [out] = TgiGenerator(srv.url).generate(prompts("x"), GenerationParams(max_new_tokens=8, end_threshold=0.9))
+    assert out.text == "Small left pleural with" and out.finish_reason == "length" and out.generated_tokens == 8
+    assert len(srv.posts("/generate")) == 1
+
+
+def test_tgi_end_rule_refuses_a_server_without_token_details(serve):
+    srv = serve(lambda m, p, b: (200, {"generated_text": "No acute disease.", "details": None}, 0))
+    with pytest.raises(GenerationRejected, match="top_n_tokens"):
+        TgiGenerator(srv.url).generate(prompts("x"), GenerationParams(max_new_tokens=8, end_threshold=0.9))

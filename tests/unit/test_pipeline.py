@@ -237,12 +237,14 @@ def test_the_templates_end_threshold_travels_with_every_request():
         PromptTemplate.from_id("paper-v1+end100")
 
 
-@pytest.mark.parametrize("backend", ["tgi", "openai"])
-def test_a_remote_backend_is_refused_a_template_it_cannot_decode_as_measured(backend):
+def test_the_openai_backend_is_refused_a_template_it_cannot_decode_as_measured():
     from radbridge.bootstrap import build_drafter
     from radbridge.errors import ConfigurationError
     from radbridge.settings import Settings
 
-    settings = Settings(backend=backend, model_url="http://127.0.0.1:9", prompt_template="paper-v1+end90")
-    with pytest.raises(ConfigurationError, match=r"\+end90.*local backend"):
+    settings = Settings(backend="openai", model_url="http://127.0.0.1:9", prompt_template="paper-v1+end90")
+    with pytest.raises(ConfigurationError, match=r"\+end90.*local or tgi backend"):
         build_drafter(settings)
+    # TGI applies the rule from its token details (tests/unit/test_generators_remote.py)
+    tgi = build_drafter(Settings(backend="tgi", model_url="http://127.0.0.1:9", prompt_template="paper-v1+end90"))
+    assert tgi.params.end_threshold == 0.9

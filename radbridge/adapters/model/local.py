@@ -116,6 +116,7 @@ class RowRequest:
     adapter: str | None = None
     stop: tuple[str, ...] = ()
     prefill_details: bool = False
+    top_n_tokens: int = 0  # TGI's top_n_tokens: the n most likely tokens of every step, with their logprobs
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class RowResult:
     input_length: int
     prefill: list[TokenInfo] = field(default_factory=list)
     seed: int | None = None
+    top_tokens: list[list[TokenInfo]] = field(default_factory=list)  # per generated token, with top_n_tokens
 
 
 DTYPES = ("float32", "bfloat16", "auto")
@@ -368,6 +370,7 @@ class LocalModel:
                     input_length=int(mask[i].sum()),
                     prefill=prefill[i] if prefill and row.prefill_details else [],
                     seed=sampling.seed if sampling.do_sample else None,
+                    top_tokens=tracker.top[i] if row.top_n_tokens else [],
                 )
             )
         return results
@@ -456,6 +459,7 @@ class _Tracker:
         self.special = set(tokenizer.all_special_ids)
         self.tokens: list[list[TokenInfo]] = [[] for _ in rows]
         self.reasons: list[str | None] = [None] * len(rows)
+        self.top: list[list[list[TokenInfo]]] = [[] for _ in rows]  # RowRequest.top_n_tokens
         self._logprobs = None
         tracker = self
 
@@ -484,6 +488,8 @@ class _Tracker:
             lp = float(self._logprobs[i, tid]) if self._logprobs is not None else None
             token = TokenInfo(tid, self.tokenizer.decode([tid]), lp, tid in self.special)
             self.tokens[i].append(token)
+            if row.top_n_tokens and self._logprobs is not None:
+                self.top[i].append(self._top(i, row.top_n_tokens))
             if tid in self.eos_ids:
                 self.reasons[i] = "eos_token"
             elif row.stop and self._hit_stop(i, row.stop):
@@ -493,6 +499,14 @@ class _Tracker:
             if self.on_token is not None:
                 self.on_token(self.offset + i, token, self.reasons[i] is not None)
         return torch.tensor([r is not None for r in self.reasons], dtype=torch.bool, device=input_ids.device)
+
+    def _top(self, i: int, n: int) -> list[TokenInfo]:
+        """The n most likely tokens of row i's step, most likely first (the model's own logprobs, as recorded)."""
+        import torch
+
+        values, ids = torch.topk(self._logprobs[i], n)
+        return [TokenInfo(int(t), self.tokenizer.decode([int(t)]), float(v), int(t) in self.special)
+                for v, t in zip(values, ids)]
 
     def _hit_stop(self, i: int, stops: tuple[str, ...]) -> bool:
         # Only the tail can contain a new match; decode enough tokens to cover the longest stop string.

@@ -3,15 +3,27 @@
 Every request sets ``details``, ``do_sample`` and ``max_new_tokens`` explicitly: TGI's defaults for them
 differ between its spec and its server. ``check()`` also catches TGI's silent fallback to the base model
 for an adapter it does not know (see ``RemoteGenerator._check_adapter_changes_output``).
+
+A template's end rule (``+end<pct>``, GenerationParams.end_threshold) has no TGI parameter, so it is applied
+here from what TGI returns (``_generate_one``): the draft is asked for with ``top_n_tokens`` 2; when it ended on
+the end-of-sequence token with less than the threshold's probability, the end is held once, as the local backend
+holds it: the most likely other token of that step is taken, and the draft is continued by a second request
+whose input is the prompt followed by the text so far. That continuation reads the text re-tokenized, where the
+local backend keeps the generated tokens, so the two could go on differently where a text re-tokenizes into other
+tokens; against ``radbridge serve-model`` (TGI's API on the in-process model) they write the same drafts
+(tests/integration/test_model_server.py, real OpenI findings).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import replace
 
 from huggingface_hub import InferenceClient
 from huggingface_hub.utils import get_session
 
 from ...domain import Generation, GenerationParams
-from ...errors import ConfigurationError, GeneratorUnavailable
+from ...errors import ConfigurationError, GenerationRejected, GeneratorUnavailable
 from ...prompt import STOP_SEQUENCES, ChatFormat, Prompt, cut_at_stops, render
 from .client import PROBE, RemoteGenerator
 
@@ -42,12 +54,48 @@ class TgiGenerator(RemoteGenerator):
         )
 
     def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Generation:
-        out = self._request(render(prompt, self.chat_format), params, adapter=self.adapter)
+        text = render(prompt, self.chat_format)
+        if params.end_threshold:
+            return self._generate_holding_end(text, params)
+        out = self._request(text, params, adapter=self.adapter)
         details = out.details
         return Generation(
             text=cut_at_stops(out.generated_text, self.stops),
             finish_reason=details.finish_reason if details else None,
             generated_tokens=details.generated_tokens if details else None,
+        )
+
+    def _generate_holding_end(self, text: str, params: GenerationParams) -> Generation:
+        """``params.end_threshold`` from TGI's answer (module docstring): at most one end held, then one
+        continuation request. A server that returns no token details cannot be judged, and says so."""
+        out = self._request(text, params, adapter=self.adapter, top_n_tokens=2)
+        details = out.details
+        if details is None or not details.tokens or details.top_tokens is None:
+            raise GenerationRejected(
+                f"{self._what}: the end rule (+end) needs token details and top_n_tokens, and the server sent none")
+        first = Generation(cut_at_stops(out.generated_text, self.stops), details.finish_reason,
+                           details.generated_tokens)
+        end = details.tokens[-1]
+        if details.finish_reason != "eos_token" or end.logprob is None:
+            return first
+        if end.logprob >= math.log(params.end_threshold):
+            return first  # a sure end: final
+        # huggingface_hub leaves top_tokens' inner lists as plain dicts: read both shapes
+        step = [t if isinstance(t, dict) else vars(t) for t in (details.top_tokens[-1] if details.top_tokens else [])]
+        alternatives = sorted((t for t in step if t["id"] != end.id), key=lambda t: -t["logprob"])
+        if not alternatives or alternatives[0]["special"]:
+            return first  # nothing to go on with but another special token: the end stands
+        held = first.text + alternatives[0]["text"]
+        used = details.generated_tokens  # the held end's step now carries the alternative
+        if used >= params.max_new_tokens:
+            return Generation(held, "length", used)
+        rest = self._request(text + held, replace(params, max_new_tokens=params.max_new_tokens - used,
+                                                  end_threshold=None), adapter=self.adapter)
+        more = rest.details
+        return Generation(
+            text=cut_at_stops(held + rest.generated_text, self.stops),
+            finish_reason=more.finish_reason if more else None,
+            generated_tokens=used + more.generated_tokens if more else None,
         )
 
     def _get_json(self, path: str) -> dict | None:

@@ -130,4 +130,5 @@ def details_body(r: RowResult, with_prefill: bool) -> dict:
         "seed": r.seed,
         "prefill": [{"id": t.id, "text": t.text, "logprob": t.logprob} for t in r.prefill] if with_prefill else [],
         "tokens": [token_body(t) for t in r.tokens],
+        "top_tokens": [[token_body(t) for t in step] for step in r.top_tokens],
     }

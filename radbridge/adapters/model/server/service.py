@@ -14,6 +14,9 @@ from .schemas import BASE_ALIASES, ROUTER, GenerateParameters, ServerConfig, val
 
 log = logging.getLogger(__name__)
 
+# TGI's launcher default (--max-top-n-tokens 5): the most alternatives a request may ask for per token
+MAX_TOP_N_TOKENS = 5
+
 
 class ModelService:
     def __init__(self, model: LocalModel, config: ServerConfig):
@@ -69,7 +72,9 @@ class ModelService:
             raise validation_error("`best_of` must be 1 on this server")
         if stream and p.decoder_input_details:
             raise validation_error("`decoder_input_details` == true is not supported when streaming tokens")
-        for name in ("grammar", "top_n_tokens", "typical_p", "frequency_penalty"):
+        if p.top_n_tokens is not None and not 0 <= p.top_n_tokens <= MAX_TOP_N_TOKENS:
+            raise validation_error(f"`top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}. Given: {p.top_n_tokens}")
+        for name in ("grammar", "typical_p", "frequency_penalty"):
             if getattr(p, name):
                 raise validation_error(f"`{name}` is not supported by this server")
         if p.watermark:
@@ -93,7 +98,8 @@ class ModelService:
             repetition_penalty=p.repetition_penalty,
             seed=(p.seed if p.seed is not None else int(uuid.uuid4().int % 2**63)) if p.do_sample else None,
         )
-        row = RowRequest(inputs, max_new, self.resolve_adapter(p.adapter_id), tuple(p.stop), p.decoder_input_details)
+        row = RowRequest(inputs, max_new, self.resolve_adapter(p.adapter_id), tuple(p.stop), p.decoder_input_details,
+                         p.top_n_tokens or 0)
         return row, sampling, n_in
 
     def info(self) -> dict:
