@@ -161,7 +161,7 @@ def test_soup_of_two_adapters_is_their_weighted_mean_update(tmp_path):
 
     first = write_random_lora(tmp_path / "a", seed=1)
     second = write_random_lora(tmp_path / "b", seed=2)
-    config = soup(first, second, 0.3, tmp_path / "soup")
+    config = soup([first, second], [0.3, 0.7], tmp_path / "soup")
     assert (config["r"], config["lora_alpha"]) == (16, 32)
 
     def deltas(folder: Path) -> list[torch.Tensor]:
@@ -175,7 +175,47 @@ def test_soup_of_two_adapters_is_their_weighted_mean_update(tmp_path):
         assert not torch.allclose(a, b)
         torch.testing.assert_close(s, 0.3 * a + 0.7 * b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="weight"):
-        soup(first, second, 1.5, tmp_path / "bad")
+        soup([first, second], [1.5, -0.5], tmp_path / "bad")
+    with pytest.raises(ValueError, match="sum to 1"):
+        soup([first, second], [0.5, 0.6], tmp_path / "bad")
+
+
+def _v_proj_deltas(folder: Path) -> list[torch.Tensor]:
+    from peft import PeftModel
+
+    base, _ = load_model(TrainConfig())
+    model = PeftModel.from_pretrained(base.get_base_model(), str(folder)).eval()
+    layers = model.base_model.model.model.layers
+    return [layers[i].self_attn.v_proj.get_delta_weight("default") for i in (0, 29)]
+
+
+def test_soup_cut_by_rank_is_the_best_low_rank_approximation_of_the_mean(tmp_path):
+    """training.soup --rank: three adapters' mean update (rank 24) cut to rank 12 by SVD is the Eckart-Young best
+    rank-12 approximation of the exact mean, and the error it reports is the one measured; an update whose rank
+    fits (two copies of one adapter) is kept exactly."""
+    from lora_helpers import write_random_lora
+    from training.soup import soup
+
+    adapters = [write_random_lora(tmp_path / f"a{seed}", seed=seed) for seed in (1, 2, 3)]
+    weights = [0.5, 0.3, 0.2]
+    exact = soup(adapters, weights, tmp_path / "exact")
+    cut = soup(adapters, weights, tmp_path / "cut", rank=12)
+    assert (exact["r"], exact["lora_alpha"], cut["r"], cut["lora_alpha"]) == (24, 48, 12, 24)
+    errors = []
+    for full, low in zip(_v_proj_deltas(tmp_path / "exact"), _v_proj_deltas(tmp_path / "cut")):
+        u, s, vh = torch.linalg.svd(full, full_matrices=False)
+        torch.testing.assert_close(low, (u[:, :12] * s[:12]) @ vh[:12], rtol=1e-4, atol=1e-6)
+        errors.append(float(torch.linalg.matrix_norm(full - low) / torch.linalg.matrix_norm(full)))
+    assert 0 < max(errors) <= cut["soup_rank_error"] + 1e-6  # the report covers every module, these two included
+
+    from safetensors.torch import load_file
+
+    same = soup([adapters[0], adapters[0]], [0.5, 0.5], tmp_path / "same", rank=8)
+    assert (same["r"], same["lora_alpha"]) == (8, 16) and same["soup_rank_error"] < 1e-5
+    one, kept = (load_file(str(folder / "adapter_model.safetensors")) for folder in (adapters[0], tmp_path / "same"))
+    for key in (k for k in one if ".lora_A." in k):
+        key_b = key.replace(".lora_A.", ".lora_B.")  # same r and alpha: the updates are B @ A alike
+        torch.testing.assert_close(kept[key_b] @ kept[key], one[key_b] @ one[key], rtol=1e-4, atol=1e-6)
 
 
 def test_soup_of_two_runs_writes_a_run_that_ship_takes(tmp_path):
@@ -194,8 +234,8 @@ def test_soup_of_two_runs_writes_a_run_that_ship_takes(tmp_path):
             "steps_per_epoch": 1, "epochs": epochs, "train_seconds": 1.0, "seconds_per_epoch": 1.0,
             "tokens_per_s": 5.0, "final_loss": 1.0, "device": "cpu", "bf16": False}))
         runs.append(run)
-    summary = soup_runs(*runs, 0.5, tmp_path / "soup", dtype="float16")
-    assert (summary["steps"], summary["soup"]["weights"]) == (3, [0.5, 0.5])
+    summary = soup_runs(runs, [0.5, 0.5], tmp_path / "soup", dtype="float16")
+    assert (summary["steps"], summary["soup"]["weights"], summary["soup"]["rank"]) == (3, [0.5, 0.5], 16)
     manifest = ship(tmp_path / "soup", {}, tmp_path / "model", "paper-v1+examples2+sim+fwords60+select5+len3")
     assert manifest["prompt_template"] == "paper-v1+examples2+sim+fwords60+select5+len3"
     assert [r["epochs"] for r in manifest["training"]["soup"]["runs"]] == [1, 2]
@@ -205,4 +245,4 @@ def test_soup_of_two_runs_writes_a_run_that_ship_takes(tmp_path):
     cfg["config"]["learning_rate"] = 1.0
     (runs[1] / "summary.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="learning_rate"):
-        soup_runs(*runs, 0.5, tmp_path / "bad")
+        soup_runs(runs, [0.5, 0.5], tmp_path / "bad")
