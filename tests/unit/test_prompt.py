@@ -49,6 +49,9 @@ def test_chatml_rendering_ends_at_the_assistant_turn():
         ("Impression: Small left effusion.", "Small left effusion."),
         ("  CONCLUSION:   Normal   chest.  ", "Normal chest."),
         ("Cardiomegaly.</s>", "Cardiomegaly."),
+        ("Mild interstitial edema. .", "Mild interstitial edema."),  # loose stops after the sentence's own
+        ("1. Fracture of the 7th rib. . . 2. Atelectasis. .", "1. Fracture of the 7th rib. 2. Atelectasis."),
+        ("Stable... no change.", "Stable... no change."),  # an ellipsis is the writer's
     ],
 )
 def test_clean_completion(raw, expected):
@@ -164,6 +167,13 @@ def test_select_replaces_a_draft_that_misses_what_the_findings_assert():
     text, source = prompt.settle(SELECT, p, "No acute disease.", OPACITY)
     assert source is not None and source.ref in {"r1", "r2", "r4"}  # a pneumonia impression, the others agree on
     assert "pneumonia" in text.lower()
+
+
+def test_copied_signed_wording_is_tidied_like_the_models():
+    loose = [Example("e", "Right lower lobe pneumonia. .", 0.99, "r9")] * 3
+    p = prompt.build(SELECT, OPACITY, examples=loose[:2], candidates=loose)
+    text, source = prompt.settle(SELECT, p, "No acute disease.", OPACITY)
+    assert (text, source.ref) == ("Right lower lobe pneumonia.", "r9")
 
 
 def test_select_keeps_a_draft_that_agrees_and_never_imports_a_wrong_side():
