@@ -63,14 +63,19 @@ def complete(draft: str, findings: str, *, severe_only: bool, at_most: int, repl
     return f"{draft.rstrip()} {' '.join(added)}".strip()
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def offline_args(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments of the tools that re-apply policies to one results file's drafts (``tune_drafts``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--train", type=Path, required=True)
     ap.add_argument("--baseline", type=Path, help="results file to compare ROUGE-L against (e.g. retrieval)")
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for --baseline's intervals")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = offline_args(__doc__, argv)
     records, model = tune_drafts("length_policies", args.results, args.data)
     findings = [r["findings"] for r in records]
     nearest = [list(reversed(exs)) for exs in Retriever.from_jsonl(args.train).examples(findings, 10)]  # best first

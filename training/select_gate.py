@@ -15,24 +15,15 @@ seconds. Never run on the confirm part: a policy chosen here is confirmed once w
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from radbridge.prompt import abnormal, findings_agreement
 from radbridge.retrieval import Retriever
 
 from .goals import read_drafts
-from .length_policies import print_table, select_with_length, tune_drafts
+from .length_policies import offline_args, print_table, select_with_length, tune_drafts
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", type=Path)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--train", type=Path, required=True)
-    ap.add_argument("--baseline", type=Path, help="results file to compare ROUGE-L against (e.g. retrieval)")
-    ap.add_argument("--resamples", type=int, default=1000)
-    args = ap.parse_args(argv)
+    args = offline_args(__doc__, argv)
     records, model = tune_drafts("select_gate", args.results, args.data)
     findings = [r["findings"] for r in records]
     nearest = [list(reversed(exs)) for exs in Retriever.from_jsonl(args.train).examples(findings, 10)]  # best first
