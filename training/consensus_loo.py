@@ -18,7 +18,6 @@ from pathlib import Path
 
 from radbridge.prompt import _rouge_l_f, abnormal, most_agreed
 from radbridge.retrieval import Retriever
-from radbridge.samples import read_jsonl
 
 
 def loo_scores(matrix, rows: list[int], impressions: list[str], ks: tuple[int, ...]) -> dict[int, float]:
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", type=Path, required=True)
     ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 10, 20])
     args = ap.parse_args(argv)
-    retriever = Retriever(sorted(read_jsonl(args.train), key=lambda r: r["uid"]))
+    retriever = Retriever.from_jsonl(args.train)
     findings, impressions = retriever.findings, retriever.impressions
     rows = [i for i, f in enumerate(findings) if not abnormal(f)]
     print(f"{len(findings)} training reports, {len(rows)} whose findings assert nothing abnormal")

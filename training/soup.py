@@ -88,7 +88,8 @@ def soup(adapters: Sequence[Path], weights: Sequence[float], out: Path, dtype: s
 def truncate(b, a, rank: int):
     """The best rank-``rank`` factors of the update ``b @ a`` (Eckart-Young), and the relative Frobenius error of
     the cut. Done on the factors (QR of each, SVD of the small core), never on the full matrix: the same result,
-    a thousand times faster than an SVD of every (out x in) update on a 2-core CPU."""
+    and on the test's three random adapters 0.09 s against 207 s for an SVD of every (out x in) update (2 busy
+    CPU cores, a training run beside it)."""
     import torch
 
     qb, rb = torch.linalg.qr(b)  # b = qb rb

@@ -508,8 +508,6 @@ def test_tgi_keeps_an_end_the_rule_does_not_hold(serve, first):
 
 
 def test_tgi_end_rule_at_the_token_limit_ends_on_the_held_token(serve):
-    import math
-
     srv = _end_rule_server(serve, _ended("Small left pleural", math.log(0.6), tokens=8))
     [out] = TgiGenerator(srv.url).generate(prompts("x"), GenerationParams(max_new_tokens=8, end_threshold=0.9))
     assert out.text == "Small left pleural with" and out.finish_reason == "length" and out.generated_tokens == 8

@@ -10,8 +10,8 @@ the end-of-sequence token with less than the threshold's probability, the end is
 holds it: the most likely other token of that step is taken, and the draft is continued by a second request
 whose input is the prompt followed by the text so far. That continuation reads the text re-tokenized, where the
 local backend keeps the generated tokens, so the two could go on differently where a text re-tokenizes into other
-tokens; against ``radbridge serve-model`` (TGI's API on the in-process model) they write the same drafts
-(tests/integration/test_model_server.py, real OpenI findings).
+tokens; against ``radbridge serve-model`` (TGI's API on the in-process model) they wrote the same drafts for the
+four real OpenI findings of tests/integration/test_model_server.py (a random test adapter, at least one end held).
 """
 
 from __future__ import annotations
@@ -57,12 +57,15 @@ class TgiGenerator(RemoteGenerator):
         text = render(prompt, self.chat_format)
         if params.end_threshold:
             return self._generate_holding_end(text, params)
-        out = self._request(text, params, adapter=self.adapter)
+        return self._generation(self._request(text, params, adapter=self.adapter))
+
+    def _generation(self, out, before: str = "", tokens_before: int = 0) -> Generation:
+        """A TGI answer as a Generation; ``before``: text (and its token count) the answer continues."""
         details = out.details
         return Generation(
-            text=cut_at_stops(out.generated_text, self.stops),
+            text=cut_at_stops(before + out.generated_text, self.stops),
             finish_reason=details.finish_reason if details else None,
-            generated_tokens=details.generated_tokens if details else None,
+            generated_tokens=tokens_before + details.generated_tokens if details else None,
         )
 
     def _generate_holding_end(self, text: str, params: GenerationParams) -> Generation:
@@ -73,15 +76,14 @@ class TgiGenerator(RemoteGenerator):
         if details is None or not details.tokens or details.top_tokens is None:
             raise GenerationRejected(
                 f"{self._what}: the end rule (+end) needs token details and top_n_tokens, and the server sent none")
-        first = Generation(cut_at_stops(out.generated_text, self.stops), details.finish_reason,
-                           details.generated_tokens)
+        first = self._generation(out)
         end = details.tokens[-1]
         if details.finish_reason != "eos_token" or end.logprob is None:
             return first
         if end.logprob >= math.log(params.end_threshold):
             return first  # a sure end: final
         # huggingface_hub leaves top_tokens' inner lists as plain dicts: read both shapes
-        step = [t if isinstance(t, dict) else vars(t) for t in (details.top_tokens[-1] if details.top_tokens else [])]
+        step = [t if isinstance(t, dict) else vars(t) for t in (details.top_tokens or [[]])[-1]]
         alternatives = sorted((t for t in step if t["id"] != end.id), key=lambda t: -t["logprob"])
         if not alternatives or alternatives[0]["special"]:
             return first  # nothing to go on with but another special token: the end stands
@@ -91,12 +93,7 @@ class TgiGenerator(RemoteGenerator):
             return Generation(held, "length", used)
         rest = self._request(text + held, replace(params, max_new_tokens=params.max_new_tokens - used,
                                                   end_threshold=None), adapter=self.adapter)
-        more = rest.details
-        return Generation(
-            text=cut_at_stops(held + rest.generated_text, self.stops),
-            finish_reason=more.finish_reason if more else None,
-            generated_tokens=used + more.generated_tokens if more else None,
-        )
+        return self._generation(rest, held, used)
 
     def _get_json(self, path: str) -> dict | None:
         def call():
