@@ -18,19 +18,4 @@ export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 run=/tmp/run
 python3 -m training.train --config "$config" --no-progress --set "output_dir=\"$run\"" "$@"
-mkdir -p "$OUT/adapter"
-python3 - "$run" "$OUT" <<'PY'
-import json, shutil, sys
-from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
-
-run, out = Path(sys.argv[1]), Path(sys.argv[2])
-weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
-save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(out / "adapter" / "adapter_model.safetensors"))
-shutil.copy(run / "adapter" / "adapter_config.json", out / "adapter")
-for name in ("summary.json", "log.jsonl", "config.json"):
-    shutil.copy(run / name, out / name)
-print(json.dumps({k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k != "config"}))
-PY
+python3 training/gpu/pack.py "$run" "$OUT"
