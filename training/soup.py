@@ -101,8 +101,12 @@ def truncate(b, a, rank: int):
     return (qb @ u[:, :rank]) * root, root[:, None] * (vh[:rank] @ qa.T), error
 
 
-# Run settings that may differ between the runs of a soup (the rest of the recipe must be the same).
-MAY_DIFFER = ("output_dir", "epochs", "max_steps", "time_budget_minutes", "save_every", "seed")
+# Run settings that may differ between the runs of a soup (the rest of the recipe must be the same): where the run
+# went and how long it trained, and how it was executed: the seed and length bucketing only change the data order,
+# micro_batch only how a step's gradient is accumulated (the same mean over the step's target tokens), and device,
+# bf16 and num_threads only the numerics (a CPU run and a GPU run of one recipe go in one soup).
+MAY_DIFFER = ("output_dir", "epochs", "max_steps", "time_budget_minutes", "save_every", "seed", "length_buckets",
+              "micro_batch", "device", "bf16", "num_threads")
 
 
 def adapter_folder(run: Path) -> Path:

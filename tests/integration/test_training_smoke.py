@@ -241,7 +241,12 @@ def test_soup_of_two_runs_writes_a_run_that_ship_takes(tmp_path):
     assert [r["epochs"] for r in manifest["training"]["soup"]["runs"]] == [1, 2]
     assert json.loads((tmp_path / "model" / "adapter_config.json").read_text())["r"] == 16  # 2 x 8
 
+    # A GPU run of the same recipe (another micro-batch split, length-bucketed order, bf16) goes in the soup ...
     cfg = json.loads((runs[1] / "summary.json").read_text())
+    cfg["config"] |= {"micro_batch": 32, "length_buckets": 8, "bf16": True, "device": "cuda", "num_threads": 8}
+    (runs[1] / "summary.json").write_text(json.dumps(cfg))
+    assert soup_runs(runs, [0.5, 0.5], tmp_path / "gpu")["soup"]["rank"] == 16
+    # ... a run of another recipe does not.
     cfg["config"]["learning_rate"] = 1.0
     (runs[1] / "summary.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="learning_rate"):
