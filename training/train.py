@@ -42,6 +42,12 @@ class TrainConfig:
     drop_prior_sentences: bool = False
     max_findings_words: int | None = 80  # long findings are cut: sequence length is what CPU time is spent on
     max_target_tokens: int = 64
+    # What is trained. "lora": a LoRA adapter (Radiology-Llama2). "full": every target module's whole weight in the
+    # trained layers (embeddings, norms and the LM head stay frozen); at the end the weight change is cut to its best
+    # rank-``lora_r`` approximation (SVD) and written as a LoRA adapter with ``lora_alpha``, so that it is served,
+    # souped and shipped like any other. The cut's relative error, at that rank and others, is in the summary.
+    # "full" keeps no step checkpoints (the optimizer state of ~106M weights): it runs start to end, on a GPU.
+    update: str = "lora"
     # LoRA (Radiology-Llama2)
     lora_r: int = 8
     lora_alpha: int = 16
@@ -115,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         cfg = cls(**data)
         cfg.template  # a template id that contradicts the findings settings fails here, not mid-run
+        if cfg.update not in ("lora", "full"):
+            raise ValueError(f"update must be lora or full, not {cfg.update!r}")
         return cfg
 
 
@@ -224,7 +232,7 @@ def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 def load_model(cfg: TrainConfig, device: str = "cpu"):
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = base_model_path()
@@ -232,18 +240,88 @@ def load_model(cfg: TrainConfig, device: str = "cpu"):
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     n_layers = model.config.num_hidden_layers
     first = first_trained_layer(cfg, n_layers)
+    if cfg.update == "full":
+        model.requires_grad_(False)
+        for _, weight in full_targets(model, cfg, first):
+            weight.requires_grad_(True)
+        return model.to(device), tokenizer
+    return get_peft_model(model.to(device), lora_config(cfg, first, n_layers)), tokenizer
+
+
+def lora_config(cfg: TrainConfig, first: int, n_layers: int):
+    from peft import LoraConfig
+
     top = list(range(first, n_layers)) if cfg.lora_layers is not None else None
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules),
-        layers_to_transform=top,
-        layers_pattern="layers" if top else None,
-        task_type="CAUSAL_LM",
-        bias="none",
-    )
-    return get_peft_model(model.to(device), lora), tokenizer
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), layers_to_transform=top,
+                      layers_pattern="layers" if top else None, task_type="CAUSAL_LM", bias="none")
+
+
+def full_targets(model, cfg: TrainConfig, first: int) -> list[tuple[str, object]]:
+    """(name, weight) of every target module in the trained layers: what ``update="full"`` trains."""
+    wanted = set(cfg.target_modules)
+    out = []
+    for i, layer in enumerate(model.model.layers):
+        if i < first:
+            continue
+        for name, module in layer.named_modules():
+            if name.rsplit(".", 1)[-1] in wanted:
+                out.append((f"model.layers.{i}.{name}", module.weight))
+    if not out:
+        raise ValueError(f"no module named {sorted(wanted)} in the trained layers")
+    return out
+
+
+def low_rank(delta, rank: int):
+    """The best rank-``rank`` factors (b, a) of a weight change, ``b @ a`` (Eckart-Young: b = U·√S, a = √S·Vᵀ), and
+    its singular values (to price other ranks)."""
+    import torch
+
+    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return u[:, :rank] * root, root[:, None] * vh[:rank], s
+
+
+def cut_error(s, rank: int) -> float:
+    """Relative Frobenius error of the rank-``rank`` cut of a matrix with singular values ``s``."""
+    total = float((s**2).sum())
+    return math.sqrt(float((s[rank:] ** 2).sum()) / total) if total else 0.0
+
+
+CUT_RANKS = (8, 16, 32, 64, 128)
+
+
+def write_cut_adapter(model, start_weights: dict, cfg: TrainConfig, first: int, folder: Path) -> dict:
+    """Cut each trained weight's change since ``start_weights`` to rank ``cfg.lora_r`` and save it as a PEFT LoRA
+    adapter (scaling lora_alpha / r folded into B). Returns the cut's errors: the largest and the overall (over all
+    modules' changes together) relative Frobenius error at ``lora_r`` and at ``CUT_RANKS``."""
+    import torch
+    from peft import get_peft_model
+
+    factors, spectra = {}, []
+    for name, weight in full_targets(model, cfg, first):
+        delta = weight.detach().float() - start_weights[name].to(weight.device)
+        b, a, s = low_rank(delta, cfg.lora_r)
+        factors[name] = (b, a)
+        spectra.append(s.cpu())
+        weight.data.copy_(start_weights[name].to(weight.device, weight.dtype))  # back to the base model
+    scaling = cfg.lora_alpha / cfg.lora_r
+    peft_model = get_peft_model(model, lora_config(cfg, first, model.config.num_hidden_layers))
+    modules = dict(peft_model.base_model.model.named_modules())
+    for name, (b, a) in factors.items():
+        module = modules[name]
+        module.lora_A["default"].weight.data.copy_(a)
+        module.lora_B["default"].weight.data.copy_(b / scaling)
+    peft_model.save_pretrained(str(folder))
+    total = sum(float((s**2).sum()) for s in spectra)
+
+    def errors(rank: int) -> dict:
+        left = sum(float((s[rank:] ** 2).sum()) for s in spectra)
+        return {"largest": round(max(cut_error(s, rank) for s in spectra), 4),
+                "overall": round(math.sqrt(left / total) if total else 0.0, 4)}
+
+    return {"rank": cfg.lora_r, "modules": len(factors), **errors(cfg.lora_r),
+            "by_rank": {str(k): errors(k) for k in CUT_RANKS}}
 
 
 def first_trained_layer(cfg: TrainConfig, n_layers: int) -> int:
@@ -255,6 +333,11 @@ def first_trained_layer(cfg: TrainConfig, n_layers: int) -> int:
     return n_layers - cfg.lora_layers
 
 
+def _causal_lm(model):
+    """The Llama causal LM under a PEFT wrapper (``update="lora"``), or the model itself (``"full"``)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def frozen_states(model, examples: list[tuple[list[int], list[int]]], upto: int, batch: int = 16):
     """Hidden states entering decoder layer ``upto`` for every example (unpadded, one tensor each).
 
@@ -263,7 +346,7 @@ def frozen_states(model, examples: list[tuple[list[int], list[int]]], upto: int,
     """
     import torch
 
-    inner = model.get_base_model().model
+    inner = _causal_lm(model).model
     device = inner.embed_tokens.weight.device
     out: list = [None] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
@@ -290,7 +373,7 @@ def _cached_frozen_states(model, examples, start: int, out: Path):
         h.update(json.dumps(x).encode())
     path = out.parent / "cache" / f"frozen-{h.hexdigest()[:16]}.pt"
     if path.is_file():
-        return torch.load(path, map_location=model.get_base_model().model.embed_tokens.weight.device)
+        return torch.load(path, map_location=_causal_lm(model).model.embed_tokens.weight.device)
     states = frozen_states(model, examples, start)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -334,7 +417,7 @@ def _micro_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, ca
     """
     import torch
 
-    causal_lm = model.get_base_model()
+    causal_lm = _causal_lm(model)
     device = causal_lm.model.embed_tokens.weight.device
     ids, mask = _pad([x for x, _ in batch], pad_id, device)
     width = ids.shape[1]
@@ -375,6 +458,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     device, bf16 = pick_device(cfg)
     print(f"training on {device}{' with bf16 autocast' if bf16 else ''}")
     model, tokenizer = load_model(cfg, device)
+    full = cfg.update == "full"
+    start_weights = {}
+    if full:
+        # The base weights to cut the change against: kept on the CPU in fp32 (0.4 GB for all 30 layers).
+        first = first_trained_layer(cfg, model.config.num_hidden_layers)
+        start_weights = {name: w.detach().to("cpu", torch.float32, copy=True) for name, w in full_targets(model, cfg, first)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     records = load_records(cfg)
     examples = build_examples(cfg, records, tokenizer)
@@ -396,6 +485,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                             **({"fused": True} if device == "cuda" else {}))
     ckpt = out / "checkpoint"
     step, seconds, tokens_seen = 0, 0.0, 0
+    if full and ckpt.exists():
+        raise RuntimeError(f"{ckpt} exists, but update=full keeps no checkpoints to resume from: use a new output_dir")
     if (ckpt / "state.pt").is_file():
         state = torch.load(ckpt / "state.pt", weights_only=False)
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
@@ -444,7 +535,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             bar.update(1)
         out_of_time = cfg.time_budget_minutes is not None and seconds >= 60 * cfg.time_budget_minutes
-        if step % cfg.save_every == 0 or step == total or out_of_time:
+        if not full and (step % cfg.save_every == 0 or step == total or out_of_time):
             _save_checkpoint(model, opt, ckpt, step, seconds, tokens_seen)
         if out_of_time:
             print(f"time budget reached after step {step}/{total}")
@@ -454,7 +545,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     log.close()
 
     final = out / "adapter"
-    model.save_pretrained(str(final))
+    cut = None
+    if full:
+        del opt  # its state is twice the trained weights; the cut needs the memory more
+        cut = write_cut_adapter(model, start_weights, cfg, first, final)
+        print(f"weight change cut to rank {cut['rank']}: largest relative error {cut['largest']}, overall {cut['overall']}")
+    else:
+        model.save_pretrained(str(final))
     summary = {
         "steps": step,
         "steps_per_epoch": steps_per_epoch,
@@ -471,6 +568,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "tokens_per_s": round(tokens_seen / seconds, 1) if seconds else None,
         "mean_sequence_tokens": round(sum(lengths) / len(lengths), 1),
         "final_loss": rec["loss"] if step and "rec" in locals() else None,
+        **({"cut": cut} if cut else {}),
         "config": asdict(cfg),
         "prompt_template": cfg.template.id,
         "clean_rules": cfg.rules.id,

@@ -8,7 +8,7 @@
 # $OUT/NAME.tar (training/gpu/pack.py) as soon as it ends, and the next waiting run starts. A run still going
 # DEADLINE_S seconds after this script started is stopped (and one that would start later is skipped), so that the
 # finished ones come back before the call's limit. $OUT/logs.txt: each run's end and the tail of its output.
-# At most 8 files come back from a call: keep SPEC to 6 runs.
+# At most 8 files come back from a call: keep SPEC to 6 runs of rank 16, 3 of rank 32 (two parts each).
 # Call 1 (docs) must have copied .device/a/part to /root/m/a; this call carries .device/b, .device/whl, .device/data.
 set -uo pipefail
 spec=$1
@@ -40,7 +40,13 @@ finish_one() {  # wait for any run to end, report it, pack it
   unset "name_of[$done_pid]"
   echo "== $name ended rc=$rc after ${SECONDS}s" | tee -a "$OUT/logs.txt"
   tr '\r' '\n' < "/tmp/runs/$name.log" | grep -v 'it/s]$' | tail -n 25 >> "$OUT/logs.txt"
-  if [ "$rc" = 0 ]; then python3 training/gpu/pack.py "/tmp/runs/$name" "$OUT/$name.tar" | tee -a "$OUT/logs.txt"; fi
+  if [ "$rc" = 0 ]; then
+    python3 training/gpu/pack.py "/tmp/runs/$name" "$OUT/$name.tar" | tee -a "$OUT/logs.txt"
+    # A returned file may have 16 MiB: a rank-32 adapter (19.6 MB) comes back in parts; here: cat NAME.tar.* > NAME.tar
+    if [ "$(stat -c %s "$OUT/$name.tar")" -gt 15000000 ]; then
+      split -b 15000000 -d -a 1 "$OUT/$name.tar" "$OUT/$name.tar." && rm "$OUT/$name.tar"
+    fi
+  fi
 }
 
 for line in "${lines[@]}"; do
