@@ -31,6 +31,24 @@ def test_every_set_override_is_kept():
     assert (cfg.abnormal_weight, cfg.output_dir, cfg.epochs) == (6, "runs/x", 1)
 
 
+def test_every_config_and_gpu_spec_loads_and_says_what_it_updates():
+    import pytest
+
+    root = Path(__file__).parents[2] / "training"
+    configs = {path.name: TrainConfig.load(path) for path in sorted((root / "configs").glob("*.json"))}
+    assert {name for name, cfg in configs.items() if cfg.update == "full"} == {"full.json"}
+    full = configs["full.json"]
+    assert (full.learning_rate, full.epochs, full.abnormal_weight, full.weight_decay) == (5e-5, 3, 3, 0.0)
+    # each line of a GPU spec is NAME CONFIG KEY=VALUE...: the runs many.sh would start must load here too
+    for spec in sorted((root / "gpu").glob("*.spec")):
+        for line in spec.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                name, config, *sets = line.split()
+                TrainConfig.load(Path(__file__).parents[2] / config, sets)
+    with pytest.raises(ValueError, match="update must be lora or full"):
+        TrainConfig.from_dict({"update": "partial"})
+
+
 def test_valid_parts_are_fixed_by_report_id_and_split_valid_in_two_halves():
     from training.data import valid_part
 
