@@ -1,0 +1,91 @@
+"""What the rank cut costs a full fine-tune, measured on one device call (docs/model-results.md, "The full
+fine-tune recipe"):
+
+    python3 training/gpu/full_vs_cut.py training/configs/full.json $OUT/drafts.json [--set KEY=VALUE ...]
+
+Trains the config (``update`` must be ``full``), then writes greedy drafts of the valid split's tune part twice:
+from the uncut model (the trained weights, 424 MB that cannot come back from a device call) and from the base model
+with the rank-``lora_r`` adapter the run writes. Prompts are the training prompts (``training.train.prompt_text``,
+the text serving sends for the config's template, two retrieved training reports as examples); a draft is the
+completion up to the end of turn, through ``radbridge.prompt.clean_completion``. The two sets differ only in the
+weights, so ``training/gpu/score_drafts.py`` compares them here (it needs rouge-score and the labeler, which the
+device machine lacks). The confirm part is never drafted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from radbridge import prompt as P
+from radbridge.retrieval import Retriever
+
+from training import train as T
+from training.data import load_split, valid_part
+
+
+def draft(model, tokenizer, prompts: list[str], eot_id: int, batch: int = 32, max_new_tokens: int = 48) -> list[str]:
+    import torch
+
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    out = []
+    model.eval()
+    for i in range(0, len(prompts), batch):
+        enc = tokenizer(prompts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row in ids[:, enc["input_ids"].shape[1] :]:
+            out.append(P.clean_completion(tokenizer.decode(row, skip_special_tokens=True)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--limit", type=int, help="draft only the first N tune reports (a dry run)")
+    args = ap.parse_args(argv)
+    cfg = T.TrainConfig.load(args.config, args.set)
+    if cfg.update != "full":
+        raise SystemExit("full_vs_cut: the config must have update=full")
+    tune = [r for r in load_split("valid") if valid_part(r["uid"]) == "tune"][: args.limit]
+    train_records = T.load_records(cfg)
+    shots = Retriever(train_records, cfg.template.rules).examples([r["findings"] for r in tune], cfg.template.n_examples)
+    prompts = [T.prompt_text(cfg, r, ex) for r, ex in zip(tune, shots)]
+    result = {"config": str(args.config), "sets": args.set, "uids": [r["uid"] for r in tune]}
+    # train() is run as it is; its two steps that matter here are wrapped for the run: the tokenizer is kept from
+    # load_model, and the drafts are written on either side of write_cut_adapter.
+    original, load, kept = T.write_cut_adapter, T.load_model, {}
+
+    def drafts_around_the_cut(model, start_weights, cfg_, first, folder):
+        tokenizer = kept["tokenizer"]
+        eot_id = tokenizer.convert_tokens_to_ids(P.end_of_turn(cfg_.chat_format))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token_id = tokenizer.eos_token_id
+        t0 = time.perf_counter()
+        result["uncut"] = draft(model, tokenizer, prompts, eot_id)
+        cut = original(model, start_weights, cfg_, first, folder)  # the model is now the base + the cut adapter
+        result["cut"] = draft(model, tokenizer, prompts, eot_id)
+        result["draft_seconds"] = round(time.perf_counter() - t0, 1)
+        return cut
+
+    def load_and_keep_tokenizer(cfg_, device="cpu"):
+        model, kept["tokenizer"] = load(cfg_, device)
+        return model, kept["tokenizer"]
+
+    T.write_cut_adapter, T.load_model = drafts_around_the_cut, load_and_keep_tokenizer
+    try:
+        result["summary"] = {k: v for k, v in T.train(cfg, progress=False).items() if k != "config"}
+    finally:
+        T.write_cut_adapter, T.load_model = original, load
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("draft_seconds",)} | {"cut": result["summary"].get("cut")}))
+
+
+if __name__ == "__main__":
+    main()
