@@ -125,3 +125,30 @@ def test_sampled_select_takes_the_draft_the_samples_agree_on_and_reuses_kept_sam
     assert float(rows["MBR greedy + 2 samples"][-6]) > float(rows["model alone (greedy)"][-6]) + 0.3  # R-L: the samples win
     with pytest.raises(SystemExit, match="tune part only"):
         sampled_main([*args[:6], str(tmp_path / "valid-confirm.jsonl"), *args[7:]])
+
+
+def test_device_drafts_are_scored_uncut_and_cut_against_retrieval_and_each_other(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "training" / "gpu" / "score_drafts.py"
+    spec = importlib.util.spec_from_file_location("score_drafts", path)
+    score_drafts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_drafts)
+
+    data = tmp_path / "tune.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    baseline = tmp_path / "retrieval.json"
+    baseline.write_text(json.dumps({"drafts": [{"uid": r["uid"], "draft": "No acute cardiopulmonary abnormality."}
+                                               for r in RECORDS]}))
+    drafts = tmp_path / "drafts.json"
+    drafts.write_text(json.dumps({"config": "c.json", "sets": [], "uids": [r["uid"] for r in RECORDS],
+                                  "uncut": [r["impression"] for r in RECORDS],  # says what the radiologist said
+                                  "cut": ["No acute cardiopulmonary abnormality."] * len(RECORDS)}))
+    score_drafts.main([str(drafts), "--baseline", str(baseline), "--data", str(data)])
+    out = capsys.readouterr().out
+    uncut, cut = out.split("--- cut")
+    assert "ALL GOALS MET" in uncut and "GOALS NOT MET" in cut
+    rouge = next(line for line in out.splitlines() if line.startswith("uncut - cut rougeL"))
+    low = float(rouge.split("[")[1].split(",")[0])
+    assert low > 0  # the uncut drafts are better, and the interval says so
