@@ -230,14 +230,20 @@ def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     return 1.0
 
 
-def load_model(cfg: TrainConfig, device: str = "cpu"):
+def load_base():
+    """The base model (float32, on the CPU) and its tokenizer, from the GGUF file."""
     import torch
-    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = base_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32), tokenizer
+
+
+def load_model(cfg: TrainConfig, device: str = "cpu"):
+    from peft import get_peft_model
+
+    model, tokenizer = load_base()
     n_layers = model.config.num_hidden_layers
     first = first_trained_layer(cfg, n_layers)
     if cfg.update == "full":

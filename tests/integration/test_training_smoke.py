@@ -152,6 +152,21 @@ def test_full_update_is_cut_to_a_lora_adapter_that_carries_it(tmp_path):
     assert float(after) < float(before) - 0.1
 
 
+def test_a_run_drafts_the_tune_part_the_way_a_device_call_does(tmp_path):
+    """training.gpu_drafts (what DRAFT_TUNE=1 many.sh runs after each run): greedy drafts of tune reports only,
+    written beside the run with the template it was trained for."""
+    from training.data import valid_part
+    from training.gpu_drafts import main as draft_tune
+
+    train(_config(tmp_path, template_id="paper-v1+examples2+exwords20+sim"), progress=False)
+    draft_tune([str(tmp_path / "run"), "--limit", "3"])
+    got = json.loads((tmp_path / "run" / "tune_drafts.json").read_text())
+    assert len(got["uids"]) == len(got["drafts"]) == 3
+    assert all(valid_part(uid) == "tune" for uid in got["uids"])  # never the confirm part
+    assert got["template"] == "paper-v1+examples2+exwords20+sim+fwords12" and got["device"] == "cpu"
+    assert all(isinstance(d, str) and "<|im_end|>" not in d for d in got["drafts"]) and any(got["drafts"])
+
+
 def test_device_choice(monkeypatch):
     import pytest
     import torch

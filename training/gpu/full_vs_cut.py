@@ -19,28 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from radbridge import prompt as P
-from radbridge.retrieval import Retriever
-
 from training import train as T
-from training.data import load_split, valid_part
-
-
-def draft(model, tokenizer, prompts: list[str], eot_id: int, batch: int = 32, max_new_tokens: int = 48) -> list[str]:
-    import torch
-
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    out = []
-    model.eval()
-    for i in range(0, len(prompts), batch):
-        enc = tokenizer(prompts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
-                                 pad_token_id=tokenizer.pad_token_id)
-        for row in ids[:, enc["input_ids"].shape[1] :]:
-            out.append(P.clean_completion(tokenizer.decode(row, skip_special_tokens=True)))
-    return out
+from training.gpu_drafts import draft, tune_prompts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,24 +33,18 @@ def main(argv: list[str] | None = None) -> None:
     cfg = T.TrainConfig.load(args.config, args.set)
     if cfg.update != "full":
         raise SystemExit("full_vs_cut: the config must have update=full")
-    tune = [r for r in load_split("valid") if valid_part(r["uid"]) == "tune"][: args.limit]
-    train_records = T.load_records(cfg)
-    shots = Retriever(train_records, cfg.template.rules).examples([r["findings"] for r in tune], cfg.template.n_examples)
-    prompts = [T.prompt_text(cfg, r, ex) for r, ex in zip(tune, shots)]
-    result = {"config": str(args.config), "sets": args.set, "uids": [r["uid"] for r in tune]}
+    uids, prompts = tune_prompts(cfg, args.limit)
+    result = {"config": str(args.config), "sets": args.set, "uids": uids}
     # train() is run as it is; its two steps that matter here are wrapped for the run: the tokenizer is kept from
     # load_model, and the drafts are written on either side of write_cut_adapter.
     original, load, kept = T.write_cut_adapter, T.load_model, {}
 
     def drafts_around_the_cut(model, start_weights, cfg_, first, folder):
         tokenizer = kept["tokenizer"]
-        eot_id = tokenizer.convert_tokens_to_ids(P.end_of_turn(cfg_.chat_format))
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token_id = tokenizer.eos_token_id
         t0 = time.perf_counter()
-        result["uncut"] = draft(model, tokenizer, prompts, eot_id)
+        result["uncut"] = draft(model, tokenizer, prompts, cfg_.chat_format)
         cut = original(model, start_weights, cfg_, first, folder)  # the model is now the base + the cut adapter
-        result["cut"] = draft(model, tokenizer, prompts, eot_id)
+        result["cut"] = draft(model, tokenizer, prompts, cfg_.chat_format)
         result["draft_seconds"] = round(time.perf_counter() - t0, 1)
         return cut
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Several training runs side by side on one device machine (docs/model-results.md, "Training on a lent GPU"):
-#   [PARALLEL=4] bash training/gpu/many.sh SPEC DEADLINE_S
+#   [PARALLEL=4] [DRAFT_TUNE=1] bash training/gpu/many.sh SPEC DEADLINE_S
 # SPEC has one run a line: NAME CONFIG [KEY=VALUE ...] (blank lines and # comments skipped). Up to PARALLEL runs
 # (default 4) train at once: a 135M model leaves one H100 mostly idle between one process's small kernels, so
 # several processes share it. Each takes about 13 GB of GPU memory with micro_batch 32 (the logits over 49k tokens),
 # so six at once ran out of the H100's 80 GB (2026-11-27); four did not. Each finished run is packed into
 # $OUT/NAME.tar (training/gpu/pack.py) as soon as it ends, and the next waiting run starts. A run still going
 # DEADLINE_S seconds after this script started is stopped (and one that would start later is skipped), so that the
-# finished ones come back before the call's limit. $OUT/logs.txt: each run's end and the tail of its output.
+# finished ones come back before the call's limit. DRAFT_TUNE=1: each finished run also drafts the tune part
+# greedily (python3 -m training.gpu_drafts; seconds on the GPU) and its tar holds tune_drafts.json, to score here
+# with training/gpu/score_drafts.py. $OUT/logs.txt: each run's end and the tail of its output.
 # At most 8 files come back from a call: keep SPEC to 6 runs of rank 16, 3 of rank 32 (two parts each).
 # Call 1 (docs) must have copied .device/a/part to /root/m/a; this call carries .device/b, .device/whl, .device/data.
 set -uo pipefail
@@ -40,6 +42,9 @@ finish_one() {  # wait for any run to end, report it, pack it
   unset "name_of[$done_pid]"
   echo "== $name ended rc=$rc after ${SECONDS}s" | tee -a "$OUT/logs.txt"
   tr '\r' '\n' < "/tmp/runs/$name.log" | grep -v 'it/s]$' | tail -n 25 >> "$OUT/logs.txt"
+  if [ "$rc" = 0 ] && [ "${DRAFT_TUNE:-0}" = 1 ]; then
+    python3 -m training.gpu_drafts "/tmp/runs/$name" ${DRAFT_LIMIT:+--limit "$DRAFT_LIMIT"} 2>&1 | tail -n 1 | tee -a "$OUT/logs.txt"
+  fi
   if [ "$rc" = 0 ]; then
     python3 training/gpu/pack.py "/tmp/runs/$name" "$OUT/$name.tar" | tee -a "$OUT/logs.txt"
     # A returned file may have 16 MiB: a rank-32 adapter (19.6 MB) comes back in parts; here: cat NAME.tar.* > NAME.tar

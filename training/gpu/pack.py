@@ -2,7 +2,7 @@
 
 Writes OUT (a folder, or a ``.tar`` file) holding ``adapter/adapter_model.safetensors`` in fp16 (9.8 MB for r=16 on
 all 30 layers, under the 16 MiB a returned file may have), ``adapter/adapter_config.json`` and the run's
-``summary.json``, ``log.jsonl`` and ``config.json``; prints the summary without its config. A ``.tar`` keeps a run in
+``summary.json``, ``log.jsonl`` and ``config.json`` (and ``tune_drafts.json`` when the run has one); prints the summary without its config. A ``.tar`` keeps a run in
 one file, since at most 8 files come back from a call.
 """
 
@@ -26,6 +26,8 @@ def packed(run: Path) -> dict[str, bytes]:
     files = {"adapter/adapter_model.safetensors": save({k: v.to(torch.float16).contiguous() for k, v in weights.items()}),
              "adapter/adapter_config.json": (run / "adapter" / "adapter_config.json").read_bytes()}
     files.update({name: (run / name).read_bytes() for name in SIDE_FILES})
+    if (run / "tune_drafts.json").is_file():  # DRAFT_TUNE=1 many.sh: training.gpu_drafts wrote it
+        files["tune_drafts.json"] = (run / "tune_drafts.json").read_bytes()
     return files
 
 
