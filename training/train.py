@@ -301,7 +301,6 @@ def write_cut_adapter(model, start_weights: dict, cfg: TrainConfig, first: int, 
     """Cut each trained weight's change since ``start_weights`` to rank ``cfg.lora_r`` and save it as a PEFT LoRA
     adapter (scaling lora_alpha / r folded into B). Returns the cut's errors: the largest and the overall (over all
     modules' changes together) relative Frobenius error at ``lora_r`` and at ``CUT_RANKS``."""
-    import torch
     from peft import get_peft_model
 
     factors, spectra = {}, []
