@@ -96,9 +96,23 @@ def truncate(b, a, rank: int):
     qa, ra = torch.linalg.qr(a.T)  # a = ra^T qa^T
     u, s, vh = torch.linalg.svd(rb @ ra.T)  # b @ a = qb (u s vh) qa^T
     root = s[:rank].sqrt()
+    return (qb @ u[:, :rank]) * root, root[:, None] * (vh[:rank] @ qa.T), cut_error(s, rank)
+
+
+def low_rank(delta, rank: int):
+    """The best rank-``rank`` factors (b, a) of a weight change, ``b @ a`` (Eckart-Young: b = U·√S, a = √S·Vᵀ), and
+    its singular values (to price other ranks)."""
+    import torch
+
+    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return u[:, :rank] * root, root[:, None] * vh[:rank], s
+
+
+def cut_error(s, rank: int) -> float:
+    """Relative Frobenius error of the rank-``rank`` cut of a matrix with singular values ``s``."""
     total = float((s**2).sum())
-    error = math.sqrt(float((s[rank:] ** 2).sum()) / total) if total else 0.0
-    return (qb @ u[:, :rank]) * root, root[:, None] * (vh[:rank] @ qa.T), error
+    return math.sqrt(float((s[rank:] ** 2).sum()) / total) if total else 0.0
 
 
 # Run settings that may differ between the runs of a soup (the rest of the recipe must be the same): where the run

@@ -24,6 +24,7 @@ from radbridge.samples import read_jsonl
 from radbridge.textclean import CleanRules, clean_text
 
 from .data import REPO, load_split
+from .soup import cut_error, low_rank
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -278,22 +279,6 @@ def full_targets(model, cfg: TrainConfig, first: int) -> list[tuple[str, object]
     return out
 
 
-def low_rank(delta, rank: int):
-    """The best rank-``rank`` factors (b, a) of a weight change, ``b @ a`` (Eckart-Young: b = U·√S, a = √S·Vᵀ), and
-    its singular values (to price other ranks)."""
-    import torch
-
-    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
-    root = s[:rank].sqrt()
-    return u[:, :rank] * root, root[:, None] * vh[:rank], s
-
-
-def cut_error(s, rank: int) -> float:
-    """Relative Frobenius error of the rank-``rank`` cut of a matrix with singular values ``s``."""
-    total = float((s**2).sum())
-    return math.sqrt(float((s[rank:] ** 2).sum()) / total) if total else 0.0
-
-
 CUT_RANKS = (8, 16, 32, 64, 128)
 
 
@@ -446,7 +431,10 @@ def _micro_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, ca
     return loss, int(sel.sum()), int(mask.sum())
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, progress: bool = True, look=None) -> dict:
+    """Train ``cfg`` (resuming from its checkpoint if there is one) and return the run's summary. ``look(stage, model,
+    tokenizer)``, if given, sees the model at "trained" (after the last step, before the adapter is written) and at
+    "written" (the model the written adapter serves: with ``update="full"``, the base plus the cut adapter)."""
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -463,19 +451,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     device, bf16 = pick_device(cfg)
     print(f"training on {device}{' with bf16 autocast' if bf16 else ''}")
     model, tokenizer = load_model(cfg, device)
+    start = first_trained_layer(cfg, model.config.num_hidden_layers)
     full = cfg.update == "full"
     start_weights = {}
     if full:
         # The base weights to cut the change against: kept on the CPU in fp32 (0.4 GB for all 30 layers).
-        first = first_trained_layer(cfg, model.config.num_hidden_layers)
-        start_weights = {name: w.detach().to("cpu", torch.float32, copy=True) for name, w in full_targets(model, cfg, first)}
+        start_weights = {name: w.detach().to("cpu", torch.float32, copy=True) for name, w in full_targets(model, cfg, start)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     records = load_records(cfg)
     examples = build_examples(cfg, records, tokenizer)
     lengths = [len(x) for x, _ in examples]
     pool = epoch_pool(cfg, records)
     steps_per_epoch = math.ceil(len(pool) / cfg.effective_batch)
-    start = first_trained_layer(cfg, model.config.num_hidden_layers)
     cache, cache_seconds = None, 0.0
     if start:
         t0 = time.perf_counter()
@@ -551,12 +538,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     final = out / "adapter"
     cut = None
+    if look:
+        look("trained", model, tokenizer)
     if full:
         del opt  # its state is twice the trained weights; the cut needs the memory more
-        cut = write_cut_adapter(model, start_weights, cfg, first, final)
+        cut = write_cut_adapter(model, start_weights, cfg, start, final)
         print(f"weight change cut to rank {cut['rank']}: largest relative error {cut['largest']}, overall {cut['overall']}")
     else:
         model.save_pretrained(str(final))
+    if look:
+        look("written", model, tokenizer)
     summary = {
         "steps": step,
         "steps_per_epoch": steps_per_epoch,

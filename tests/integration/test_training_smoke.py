@@ -131,7 +131,9 @@ def test_full_update_is_cut_to_a_lora_adapter_that_carries_it(tmp_path):
 
     cfg = _config(tmp_path, update="full", target_modules=["k_proj"], lora_layers=2, lora_r=192, lora_alpha=96,
                   weight_decay=0.0)
-    summary = train(cfg, progress=False)
+    stages = []
+    summary = train(cfg, progress=False, look=lambda stage, model, tokenizer: stages.append(stage))
+    assert stages == ["trained", "written"]
     cut = summary["cut"]
     assert (cut["rank"], cut["modules"]) == (192, 2)
     assert cut["largest"] < 1e-3  # full rank: nothing cut

@@ -35,28 +35,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("full_vs_cut: the config must have update=full")
     uids, prompts = tune_prompts(cfg, args.limit)
     result = {"config": str(args.config), "sets": args.set, "uids": uids}
-    # train() is run as it is; its two steps that matter here are wrapped for the run: the tokenizer is kept from
-    # load_model, and the drafts are written on either side of write_cut_adapter.
-    original, load, kept = T.write_cut_adapter, T.load_model, {}
 
-    def drafts_around_the_cut(model, start_weights, cfg_, first, folder):
-        tokenizer = kept["tokenizer"]
+    def drafts(stage, model, tokenizer):  # "trained": the uncut weights; "written": the base + the cut adapter
         t0 = time.perf_counter()
-        result["uncut"] = draft(model, tokenizer, prompts, cfg_.chat_format)
-        cut = original(model, start_weights, cfg_, first, folder)  # the model is now the base + the cut adapter
-        result["cut"] = draft(model, tokenizer, prompts, cfg_.chat_format)
-        result["draft_seconds"] = round(time.perf_counter() - t0, 1)
-        return cut
+        result["uncut" if stage == "trained" else "cut"] = draft(model, tokenizer, prompts, cfg.chat_format)
+        result["draft_seconds"] = round(result.get("draft_seconds", 0) + time.perf_counter() - t0, 1)
 
-    def load_and_keep_tokenizer(cfg_, device="cpu"):
-        model, kept["tokenizer"] = load(cfg_, device)
-        return model, kept["tokenizer"]
-
-    T.write_cut_adapter, T.load_model = drafts_around_the_cut, load_and_keep_tokenizer
-    try:
-        result["summary"] = {k: v for k, v in T.train(cfg, progress=False).items() if k != "config"}
-    finally:
-        T.write_cut_adapter, T.load_model = original, load
+    result["summary"] = {k: v for k, v in T.train(cfg, progress=False, look=drafts).items() if k != "config"}
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("draft_seconds",)} | {"cut": result["summary"].get("cut")}))
 

@@ -1,9 +1,9 @@
 """Pack one finished training run for the way back from a device machine: ``python3 training/gpu/pack.py RUN OUT``.
 
 Writes OUT (a folder, or a ``.tar`` file) holding ``adapter/adapter_model.safetensors`` in fp16 (9.8 MB for r=16 on
-all 30 layers, under the 16 MiB a returned file may have), ``adapter/adapter_config.json`` and the run's
-``summary.json``, ``log.jsonl`` and ``config.json`` (and ``tune_drafts.json`` when the run has one); prints the summary without its config. A ``.tar`` keeps a run in
-one file, since at most 8 files come back from a call.
+all 30 layers, under the 16 MiB a returned file may have), ``adapter/adapter_config.json``, the run's
+``summary.json``, ``log.jsonl`` and ``config.json``, and ``tune_drafts.json`` when the run has one; prints the
+summary without its config. A ``.tar`` keeps a run in one file, since at most 8 files come back from a call.
 """
 
 from __future__ import annotations
