@@ -94,7 +94,8 @@ def test_top_n_tokens_are_the_models_most_likely_tokens(server):
 
 
 def test_stream_gives_the_same_tokens_as_generate_one_event_each(server):
-    request = {"inputs": render(PROMPTS[1]), "parameters": {"max_new_tokens": 6, "details": True, "adapter_id": "radiology"}}
+    request = {"inputs": render(PROMPTS[1]), "parameters": {"max_new_tokens": 6, "details": True, "top_n_tokens": 2,
+                                                          "adapter_id": "radiology"}}
     whole = httpx.post(f"{server.url}/generate", json=request, timeout=120).json()
     with httpx.stream("POST", f"{server.url}/generate_stream", json=request, timeout=120) as resp:
         events = [json.loads(line[5:]) for line in resp.iter_lines() if line.startswith("data:")]
@@ -105,6 +106,10 @@ def test_stream_gives_the_same_tokens_as_generate_one_event_each(server):
     assert events[-1]["details"]["finish_reason"] == whole["details"]["finish_reason"]
     # Same greedy choice, same log-probabilities: streaming reads them from the same step.
     assert [round(e["token"]["logprob"], 4) for e in events] == [round(t["logprob"], 4) for t in whole["details"]["tokens"]]
+    # Each event carries its own step's most likely tokens, as TGI's do (the tgi client's end rule reads them).
+    assert [[t["id"] for t in e["top_tokens"]] for e in events] == [[t["id"] for t in step]
+                                                                     for step in whole["details"]["top_tokens"]]
+    assert all(len(e["top_tokens"]) == 2 and e["top_tokens"][0]["id"] == e["token"]["id"] for e in events)
 
 
 def test_huggingface_client_streams_text_and_chat(server):

@@ -57,7 +57,10 @@ class FakeModel:
             text = f"answer from {r.adapter or 'base'}"
             toks = [TokenInfo(i + 10, "w", -0.5, False) for i in range(min(3, r.max_new_tokens))]
             prefill = [TokenInfo(1, "p", None), TokenInfo(2, "q", -1.5)] if r.prefill_details else []
-            out.append(RowResult(text, "length", toks, input_length=5, prefill=prefill))
+            # step i's most likely tokens: the chosen one, then runners-up with ids 100 * (i + 1) + k
+            top = [[t] + [TokenInfo(100 * (i + 1) + k, "x", -1.0 - k) for k in range(1, r.top_n_tokens)]
+                   for i, t in enumerate(toks)] if r.top_n_tokens else []
+            out.append(RowResult(text, "length", toks, input_length=5, prefill=prefill, top_tokens=top))
         return out
 
 
@@ -148,6 +151,7 @@ def test_stream_events_and_stream_validation(client):
         CONTRACT.validate("StreamResponse", e)
     assert [e["index"] for e in events] == [1, 2, 3]
     assert events[-1]["generated_text"] == "answer from base" and events[-1]["details"]["input_length"] == 2
+    assert [e["top_tokens"] for e in events] == [[], [], []]  # none asked for
     bad = client.post("/generate_stream", json={"inputs": "a", "parameters": {"decoder_input_details": True}})
     [err] = [json.loads(line[5:]) for line in bad.text.splitlines() if line.startswith("data:")]
     CONTRACT.validate("ErrorResponse", err)
@@ -166,13 +170,13 @@ class StreamingModel(FakeModel):
     def generate(self, rows, sampling, on_token=None):
         out = FakeModel.generate(self, rows, sampling)
         for index, result in enumerate(out):
-            on_token(index, result.tokens[0], False)
+            on_token(index, result.tokens[0], False, result.top_tokens[0] if result.top_tokens else [])
         self.gate.wait(10)
         if self.fail_after_first:
             raise RuntimeError("device lost")
         for index, result in enumerate(out):
             for n, token in enumerate(result.tokens[1:], start=2):
-                on_token(index, token, n == len(result.tokens))
+                on_token(index, token, n == len(result.tokens), result.top_tokens[n - 1] if result.top_tokens else [])
         self.finished = True
         return out
 
@@ -197,6 +201,22 @@ def test_stream_sends_each_token_while_the_batch_is_still_generating():
     assert [e["index"] for e, _ in events] == [1, 2, 3] and events[0][1] is False and model.finished
     assert [e["generated_text"] for e, _ in events] == [None, None, "answer from base"]
     assert events[-1][0]["details"]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["reported-as-chosen", "replayed-from-result"])
+def test_stream_events_carry_their_own_steps_top_tokens(live, model):
+    request = {"inputs": "a b", "parameters": {"max_new_tokens": 3, "top_n_tokens": 2}}
+    if live:
+        events = [e for e, _ in _stream_events(StreamingModel(), request)]
+    else:
+        app = create_app(model=model, config=ServerConfig(max_total_tokens=64, batch_wait_ms=1))
+        with TestClient(app) as c:
+            text = c.post("/generate_stream", json=request).text
+        events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+    for e in events:
+        CONTRACT.validate("StreamResponse", e)
+    assert [[t["id"] for t in e["top_tokens"]] for e in events] == [[10, 101], [11, 201], [12, 301]]
+    assert [e["top_tokens"][1]["logprob"] for e in events] == [-2.0, -2.0, -2.0]
 
 
 def test_stream_failing_mid_generation_ends_with_an_error_event():

@@ -127,8 +127,9 @@ class TokenInfo:
     special: bool = False
 
 
-# (row index in the request, the token just chosen, whether it is the row's last)
-TokenCallback = Callable[[int, TokenInfo, bool], None]
+# (row index in the request, the token just chosen, whether it is the row's last, the step's most likely tokens
+# when the row asked for top_n_tokens, else empty)
+TokenCallback = Callable[[int, TokenInfo, bool, list[TokenInfo]], None]
 
 
 @dataclass
@@ -291,8 +292,9 @@ class LocalModel:
     ) -> list[RowResult]:
         """One result per row, in order, generated in chunks of ``batch_size`` rows.
 
-        ``on_token(row_index, token, finished)`` is called on the generating thread as soon as each row's token
-        is chosen (``finished`` on its last one), so a server can stream while the batch is still running.
+        ``on_token(row_index, token, finished, top)`` is called on the generating thread as soon as each row's token
+        is chosen (``finished`` on its last one; ``top``: the step's ``top_n_tokens`` most likely tokens, or empty),
+        so a server can stream while the batch is still running.
         """
         for row in rows:
             if row.adapter is not None and row.adapter not in self.adapter_dirs:
@@ -488,8 +490,10 @@ class _Tracker:
             lp = float(self._logprobs[i, tid]) if self._logprobs is not None else None
             token = TokenInfo(tid, self.tokenizer.decode([tid]), lp, tid in self.special)
             self.tokens[i].append(token)
+            top: list[TokenInfo] = []
             if row.top_n_tokens and self._logprobs is not None:
-                self.top[i].append(self._top(i, row.top_n_tokens))
+                top = self._top(i, row.top_n_tokens)
+                self.top[i].append(top)
             if tid in self.eos_ids:
                 self.reasons[i] = "eos_token"
             elif row.stop and self._hit_stop(i, row.stop):
@@ -497,7 +501,7 @@ class _Tracker:
             elif len(self.tokens[i]) >= row.max_new_tokens:
                 self.reasons[i] = "length"
             if self.on_token is not None:
-                self.on_token(self.offset + i, token, self.reasons[i] is not None)
+                self.on_token(self.offset + i, token, self.reasons[i] is not None, top)
         return torch.tensor([r is not None for r in self.reasons], dtype=torch.bool, device=input_ids.device)
 
     def _top(self, i: int, n: int) -> list[TokenInfo]:

@@ -59,20 +59,22 @@ class MicroBatcher:
         return tokens, future
 
     async def stream(self, row: RowRequest, sampling: Sampling):
-        """(token, result) for each token as the batch chooses it; ``result`` only with the last one."""
+        """(token, top, result) for each token as the batch chooses it: ``top`` the step's most likely tokens (empty
+        unless the row asked for ``top_n_tokens``), ``result`` only with the last one."""
         tokens, future = await self.submit_stream(row, sampling)
         sent = 0
         while (item := await tokens.get()) is not None:
-            token, last = item
+            token, last, top = item
             sent += 1
-            yield token, (await future if last else None)
+            yield token, top, (await future if last else None)
             if last:
                 return
         # The batch ended without this row's last token on the queue: failed (the future raises), or a model
         # that does not report tokens as it goes; then the rest is replayed from the result.
         result = await future
         for i, token in enumerate(result.tokens[sent:], start=sent + 1):
-            yield token, (result if i == len(result.tokens) else None)
+            top = result.top_tokens[i - 1] if len(result.top_tokens) >= i else []
+            yield token, top, (result if i == len(result.tokens) else None)
 
     async def _loop(self) -> None:
         while True:
@@ -100,10 +102,10 @@ class MicroBatcher:
         on_token = None
         if any(j.tokens is not None for j in live):
 
-            def on_token(index: int, token, last: bool) -> None:  # runs on the generation thread
+            def on_token(index: int, token, last: bool, top=()) -> None:  # runs on the generation thread
                 queue = live[index].tokens
                 if queue is not None:
-                    loop.call_soon_threadsafe(queue.put_nowait, (token, last))
+                    loop.call_soon_threadsafe(queue.put_nowait, (token, last, list(top)))
 
         try:
             results = await asyncio.to_thread(self.model.generate, [j.row for j in live], sampling, on_token)

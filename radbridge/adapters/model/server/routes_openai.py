@@ -86,7 +86,7 @@ def openai_routes(svc: ModelService) -> APIRouter:
 
         try:
             n_out = 0
-            async for token, result in svc.batcher.stream(row, sampling):
+            async for token, _top, result in svc.batcher.stream(row, sampling):
                 n_out += 1
                 choice = {
                     "index": 0,

@@ -40,9 +40,10 @@ def tgi_routes(svc: ModelService) -> APIRouter:
             params = body.effective_parameters
             row, sampling, n_in = svc.validate(body.inputs, params, stream=True)
             index = 0
-            async for token, result in svc.batcher.stream(row, sampling):
+            async for token, top, result in svc.batcher.stream(row, sampling):
                 index += 1
-                out = {"index": index, "token": token_body(token), "generated_text": None, "details": None}
+                out = {"index": index, "token": token_body(token), "top_tokens": [token_body(t) for t in top],
+                       "generated_text": None, "details": None}
                 if result is not None:
                     out["generated_text"] = (body.inputs + result.text) if params.return_full_text else result.text
                     if params.details:
