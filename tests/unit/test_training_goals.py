@@ -152,3 +152,26 @@ def test_device_drafts_are_scored_uncut_and_cut_against_retrieval_and_each_other
     rouge = next(line for line in out.splitlines() if line.startswith("uncut - cut rougeL"))
     low = float(rouge.split("[")[1].split(",")[0])
     assert low > 0  # the uncut drafts are better, and the interval says so
+
+
+def test_compare_drafts_counts_identical_served_and_model_drafts_and_refuses_other_reports(tmp_path, capsys):
+    from training.compare_drafts import main as compare_main
+
+    scores = {"rougeL": 0.5, "clinical_f1": 0.4, "laterality_errors": 1, "mean_draft_words": 6.0}
+    a = {"meta": {"system": "local"}, **scores, "model_only": scores,
+         "drafts": [{"uid": 1, "draft": "No acute disease.", "model_draft": "Clear lungs."},
+                    {"uid": 2, "draft": "Small left effusion."}, {"uid": 3, "draft": "Cardiomegaly."}]}
+    b = {"meta": {"system": "tgi"}, **scores,
+         "drafts": [{"uid": 1, "draft": "No acute disease.", "model_draft": "Lungs are clear."},
+                    {"uid": 2, "draft": "Small left effusion."}, {"uid": 3, "draft": "Mild cardiomegaly."}]}
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    assert compare_main([str(pa), str(pb)]) == 0
+    out = capsys.readouterr().out
+    assert "served drafts identical: 2 of 3" in out and "model drafts identical:  1 of 3" in out
+    assert "A model alone" in out and "B model alone" not in out
+    assert "Cardiomegaly" not in out  # counts and scores only, never draft text
+    b["drafts"] = b["drafts"][:2]
+    pb.write_text(json.dumps(b))
+    assert compare_main([str(pa), str(pb)]) == 1
