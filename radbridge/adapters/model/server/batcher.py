@@ -102,10 +102,10 @@ class MicroBatcher:
         on_token = None
         if any(j.tokens is not None for j in live):
 
-            def on_token(index: int, token, last: bool, top=()) -> None:  # runs on the generation thread
+            def on_token(index: int, token, last: bool, top: list) -> None:  # runs on the generation thread
                 queue = live[index].tokens
                 if queue is not None:
-                    loop.call_soon_threadsafe(queue.put_nowait, (token, last, list(top)))
+                    loop.call_soon_threadsafe(queue.put_nowait, (token, last, top))
 
         try:
             results = await asyncio.to_thread(self.model.generate, [j.row for j in live], sampling, on_token)
